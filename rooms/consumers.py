@@ -1,0 +1,340 @@
+"""The WebSocket endpoint `/ws/<room_id>`: one consumer per connection, one group per room.
+
+Thin by design: parse and validate a message, call rooms/document.py, send the result. The
+consumer's own state is what the connection needs and no more: who it is, its mode, the last
+version it delivered (so every connection sees every version exactly once, in order) and, in
+text mode, the text at that version. The protocol is described in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from rooms import document, ot, presence
+from rooms.document import Change, LiveRoom, group_name
+from rooms.protocol import (
+    BAD_JSON,
+    BAD_MESSAGE,
+    CLIENT_ID_RE,
+    CLOSE_BAD_REQUEST,
+    CLOSE_NORMAL,
+    CLOSE_NOT_FOUND,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME_LENGTH,
+    RATE_LIMITED,
+    TOO_LARGE,
+    UNKNOWN_TYPE,
+    ProtocolError,
+    error_message,
+    is_valid_room_id,
+)
+
+logger = logging.getLogger(__name__)
+
+MODES = ("text", "ops")
+
+
+class TokenBucket:
+    """Allows `burst` messages at once, then `rate` per second."""
+
+    def __init__(self, burst: float, rate: float) -> None:
+        self.capacity = burst
+        self.rate = rate
+        self.tokens = burst
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_message(text: str) -> Any:
+    """Strict RFC 8259 JSON: NaN and Infinity are refused."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def require_text(message: dict, key: str) -> str:
+    value = message.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(BAD_MESSAGE, f"'{key}' must be a string")
+    if not ot.is_valid_text(value):
+        raise ProtocolError(BAD_MESSAGE, f"'{key}' contains U+0000 or a lone surrogate")
+    return value
+
+
+def require_int(message: dict, key: str, *, optional: bool = False) -> int | None:
+    value = message.get(key)
+    if value is None and optional and key not in message:
+        return None
+    # bool is an int in Python, but not on the wire.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(BAD_MESSAGE, f"'{key}' must be an integer")
+    return value
+
+
+def valid_name(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_NAME_LENGTH
+        or not ot.is_valid_text(value)
+    ):
+        raise ProtocolError(BAD_MESSAGE, f"name must be 1-{MAX_NAME_LENGTH} characters")
+    return value
+
+
+def parse_query(query_string: bytes, head_version: int) -> dict[str, Any]:
+    """The connection's query parameters, validated (contract section 3)."""
+    try:
+        raw = parse_qs(query_string.decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise ProtocolError(BAD_MESSAGE, "the query string is not UTF-8") from None
+    params = {key: values[-1] for key, values in raw.items()}
+    parsed: dict[str, Any] = {"name": None, "mode": "text", "client": None, "version": None}
+    if "name" in params:
+        parsed["name"] = valid_name(params["name"])
+    if "mode" in params:
+        if params["mode"] not in MODES:
+            raise ProtocolError(BAD_MESSAGE, "mode must be 'text' or 'ops'")
+        parsed["mode"] = params["mode"]
+    if "client" in params:
+        if not CLIENT_ID_RE.fullmatch(params["client"]):
+            raise ProtocolError(BAD_MESSAGE, "client must be 8-64 of A-Z a-z 0-9 _ -")
+        parsed["client"] = params["client"]
+    if "version" in params:
+        value = params["version"]
+        if not value.isascii() or not value.isdigit():
+            raise ProtocolError(BAD_MESSAGE, "version must be a non-negative integer")
+        version = int(value)
+        if version > head_version:
+            raise ProtocolError(BAD_MESSAGE, f"version {version} is ahead of {head_version}")
+        parsed["version"] = version
+    return parsed
+
+
+class RoomConsumer(AsyncJsonWebsocketConsumer):
+    live: LiveRoom | None = None
+    user_id: str = ""
+    joined = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        # Accept first: a close before accept reaches browsers as a bare HTTP 403, and clients
+        # need the close code to tell "no such room" from "bad request".
+        await self.accept()
+        room_id = self.scope["url_route"]["kwargs"]["room_id"]
+        if not is_valid_room_id(room_id):
+            await self.close(CLOSE_NOT_FOUND)
+            return
+        self.live = await document.live_rooms.acquire(room_id)
+        if self.live is None:
+            await self.close(CLOSE_NOT_FOUND)
+            return
+        try:
+            params = parse_query(self.scope.get("query_string", b""), self.live.version)
+        except ProtocolError as error:
+            await self.send_error(error)
+            await self.close(CLOSE_BAD_REQUEST)
+            return
+        self.user_id = secrets.token_urlsafe(9)
+        self.client_id = params["client"] or self.user_id
+        self.mode = params["mode"]
+        self.name = params["name"] or f"guest-{self.user_id[:5]}"
+        self.color = presence.color_for(self.client_id)
+        self.rate = TokenBucket(settings.COLLAB_RATE_BURST, settings.COLLAB_RATE_PER_S)
+
+        await self.channel_layer.group_add(group_name(room_id), self.channel_name)
+        # Changes another process committed before we subscribed reach us through the log.
+        async with self.live.lock:
+            await self.live.catch_up()
+        users = await presence.presence.enter(
+            room_id, user_id=self.user_id, name=self.name, color=self.color
+        )
+        presence.keeper.add(room_id, self.user_id)
+        self.joined = True
+        self.delivered = self.live.version
+        self.text = self.live.text
+        await self.send_json(
+            {
+                "type": "init",
+                "room_id": room_id,
+                "user_id": self.user_id,
+                "name": self.name,
+                "code": self.live.text,
+                "version": self.live.version,
+                "users": users,
+                "cursors": [],
+            }
+        )
+        await self.announce("room.join", users)
+
+    async def disconnect(self, code: int) -> None:
+        if self.live is None:
+            return
+        room_id = self.live.room_id
+        if self.joined:
+            self.joined = False
+            await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
+            presence.keeper.discard(room_id, self.user_id)
+            removed, users = await presence.presence.leave(room_id, user_id=self.user_id)
+            if removed:
+                await self.announce("room.leave", users)
+        document.live_rooms.release(self.live)
+        self.live = None
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.joined:
+            return
+        if not self.rate.take():
+            await self.send_error(ProtocolError(RATE_LIMITED, "too many messages; slow down"))
+            return
+        try:
+            message = self.parse_frame(text_data, bytes_data)
+            await self.handle(message)
+        except ProtocolError as error:
+            await self.send_error(error)
+
+    @staticmethod
+    def parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+        # Sizes are checked on the UTF-8 bytes before anything is parsed.
+        if text_data is None:
+            size = len(bytes_data or b"")
+        elif len(text_data) * 4 <= MAX_MESSAGE_BYTES:
+            size = 0  # cannot be over the limit; skip encoding
+        else:
+            size = len(text_data.encode("utf-8", "surrogatepass"))
+        if size > MAX_MESSAGE_BYTES:
+            raise ProtocolError(TOO_LARGE, f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
+        if text_data is None:
+            raise ProtocolError(BAD_JSON, "binary frames are not accepted; send JSON text")
+        try:
+            message = decode_message(text_data)
+        except ValueError:
+            raise ProtocolError(BAD_JSON, "the message is not valid JSON") from None
+        if not isinstance(message, dict):
+            raise ProtocolError(BAD_MESSAGE, "a message must be a JSON object")
+        if not isinstance(message.get("type"), str):
+            raise ProtocolError(BAD_MESSAGE, "a message needs a string 'type'")
+        return message
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        handler = self.HANDLERS.get(message["type"])
+        if handler is None:
+            raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {message['type']!r}")
+        await handler(self, message)
+
+    async def on_join(self, message: dict[str, Any]) -> None:
+        self.name = valid_name(message.get("name"))
+        users = await presence.presence.rename(
+            self.live.room_id, user_id=self.user_id, name=self.name
+        )
+        await self.announce("room.join", users)
+
+    async def on_sync_code(self, message: dict[str, Any]) -> None:
+        code = require_text(message, "code")
+        base = require_int(message, "version", optional=True)
+        result = await document.change_submit(
+            self.live, base_version=base, text=code, user=self.user_id, client=self.client_id
+        )
+        ack: dict[str, Any] = {"type": "ack", "version": result.version}
+        if result.text != code:
+            ack["code"] = result.text
+        await self.send_ack(result, ack)
+
+    async def on_ping(self, message: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong"})
+
+    async def on_leave(self, message: dict[str, Any]) -> None:
+        await self.close(CLOSE_NORMAL)
+
+    HANDLERS = {
+        "join": on_join,
+        "sync_code": on_sync_code,
+        "ping": on_ping,
+        "leave": on_leave,
+    }
+
+    # -- delivering --------------------------------------------------------------------------
+
+    async def room_change(self, event: dict[str, Any]) -> None:
+        if not self.joined:
+            return
+        await self.live.ingest(Change.from_event(event))
+        # Deliver up to the head, not just this event: a notification the channel layer
+        # dropped is covered by the next one.
+        await self.deliver_through(self.live.version)
+
+    async def room_join(self, event: dict[str, Any]) -> None:
+        if event["sender"] != self.channel_name:
+            await self.send_json({"type": "join", "user": event["user"], "users": event["users"]})
+
+    async def room_leave(self, event: dict[str, Any]) -> None:
+        if event["sender"] != self.channel_name:
+            await self.send_json({"type": "leave", "user": event["user"], "users": event["users"]})
+
+    async def deliver_through(self, version: int) -> None:
+        """Send every change after the last delivered one up to `version`, in order."""
+        if version <= self.delivered:
+            return
+        for change in await self.live.changes_between(self.delivered, version):
+            await self.send(text_data=self.frame_for(change))
+            self.delivered = change.version
+
+    def frame_for(self, change: Change) -> str:
+        if self.mode == "ops":
+            return change.op_frame()
+        if change.version == self.live.version:
+            self.text = self.live.text
+            return self.live.text_frame(change.user)
+        self.text = ot.apply(self.text, change.op)
+        return encode(
+            {"type": "sync_code", "code": self.text, "version": change.version, "user": change.user}
+        )
+
+    async def send_ack(self, result: document.CommitResult, ack: dict[str, Any]) -> None:
+        if result.duplicate:
+            ack["duplicate"] = True
+            await self.send_json(ack)
+            return
+        # Every change committed before ours reaches this socket before our ack.
+        await self.deliver_through(result.version - 1)
+        await self.send_json(ack)
+        self.delivered = result.version
+        self.text = result.text
+
+    async def announce(self, event_type: str, users: list[dict]) -> None:
+        user = {"id": self.user_id, "name": self.name, "color": self.color}
+        await self.channel_layer.group_send(
+            group_name(self.live.room_id),
+            {"type": event_type, "user": user, "users": users, "sender": self.channel_name},
+        )
+
+    async def send_error(self, error: ProtocolError) -> None:
+        await self.send_json(error_message(error.code, error.message))
+
+    @classmethod
+    async def encode_json(cls, content: dict[str, Any]) -> str:
+        return encode(content)

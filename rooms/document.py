@@ -1,0 +1,458 @@
+"""The room document: the one place that changes a room.
+
+This module owns a change's whole life: validation against the document, transformation
+against concurrent changes, its version, the durable commit (an `Op` row and the `Room` snapshot
+in one transaction), and handing the committed change to delivery (the room's channel-layer
+group). Consumers and views only translate between the wire and the functions here. What the
+versions and ops mean on the wire is described in docs/protocol.md.
+
+Each process keeps a `LiveRoom` per room that has connections here: the head text, the version
+and the recent changes, so that transforming and delivering a change needs no database read. The
+database stays the arbiter between processes: the unique (room, version) constraint rejects a
+commit built on a stale head, and the loser catches up from the op log and transforms again
+(ShareDB's design).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from rooms import ot
+from rooms.models import Op, Room
+from rooms.protocol import (
+    BAD_OP,
+    MAX_DOCUMENT_CODE_POINTS,
+    TOO_LARGE,
+    ProtocolError,
+    new_room_id,
+)
+
+# Changes each live room keeps in memory: enough to transform a late op and to deliver to a
+# slow socket without reading the database in the normal case.
+RECENT_CHANGES_KEPT = 1000
+
+
+def group_name(room_id: str) -> str:
+    """The channel-layer group of a room (room ids are already group-name safe)."""
+    return f"room.{room_id}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class Change:
+    """A committed change. `version` is the room's version after it."""
+
+    version: int
+    op: ot.Op
+    user: str
+    client: str
+    seq: int | None
+    ts: int
+    # The inverse op (computed when applied), so the text at an older version can be rebuilt.
+    undo: ot.Op | None = None
+    _op_frame: str | None = field(default=None, repr=False)
+
+    def entry(self) -> dict[str, Any]:
+        """The change as a history / `init.ops` entry."""
+        return {
+            "version": self.version,
+            "op": self.op,
+            "user": self.user,
+            "client": self.client,
+            "seq": self.seq,
+            "ts": self.ts,
+        }
+
+    def op_frame(self) -> str:
+        """The ops-mode broadcast, encoded once and sent as the same bytes to every socket."""
+        if self._op_frame is None:
+            self._op_frame = json.dumps(
+                {
+                    "type": "op",
+                    "version": self.version,
+                    "op": self.op,
+                    "user": self.user,
+                    "client": self.client,
+                    "seq": self.seq,
+                },
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+        return self._op_frame
+
+    def event(self) -> dict[str, Any]:
+        """The channel-layer message that tells every process about this change."""
+        return {"type": "room.change", **self.entry()}
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Change:
+        return cls(
+            version=event["version"],
+            op=event["op"],
+            user=event["user"],
+            client=event["client"],
+            seq=event["seq"],
+            ts=event["ts"],
+        )
+
+
+@dataclass(slots=True)
+class CommitResult:
+    version: int
+    text: str  # the room's text right after this change
+    duplicate: bool = False
+
+
+class VersionConflict(Exception):
+    """Another process committed this version first."""
+
+
+class LiveRoom:
+    """One room's head state in this process. Mutated only under `lock`."""
+
+    def __init__(self, room_id: str, name: str, text: str, version: int) -> None:
+        self.room_id = room_id
+        self.name = name
+        self.text = text
+        self.version = version
+        self.recent: deque[Change] = deque(maxlen=RECENT_CHANGES_KEPT)
+        self.lock = asyncio.Lock()
+        self.connections = 0
+        # Highest seq committed per client, learned lazily: a resubmitted op is found without
+        # a database read.
+        self.last_seq: dict[str, int] = {}
+        self._text_frame: tuple[int, str] | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def change_at(self, version: int) -> Change | None:
+        if not self.recent or version > self.version:
+            return None
+        index = version - self.recent[0].version
+        return self.recent[index] if index >= 0 else None
+
+    def text_frame(self, user_of_change: str) -> str:
+        """The text-mode broadcast of the head version, encoded once for every text socket."""
+        if self._text_frame is None or self._text_frame[0] != self.version:
+            frame = json.dumps(
+                {
+                    "type": "sync_code",
+                    "code": self.text,
+                    "version": self.version,
+                    "user": user_of_change,
+                },
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            self._text_frame = (self.version, frame)
+        return self._text_frame[1]
+
+    # -- changing (callers hold the lock) ----------------------------------------------------
+
+    def advance(self, change: Change) -> None:
+        """Apply a committed change to the head."""
+        if change.version != self.version + 1:
+            raise AssertionError(f"{self.room_id}: {change.version} after {self.version}")
+        change.undo = ot.invert(self.text, change.op)
+        self.text = ot.apply(self.text, change.op)
+        self.version = change.version
+        self.recent.append(change)
+        if change.seq is not None:
+            self.last_seq[change.client] = max(change.seq, self.last_seq.get(change.client, 0))
+
+    async def catch_up(self) -> None:
+        """Apply every change other processes committed after our head."""
+        for change in await _changes_after(self.room_id, self.version):
+            self.advance(change)
+
+    async def ingest(self, change: Change) -> None:
+        """Take a change announced on the channel layer (ours or another process's)."""
+        if change.version <= self.version:
+            return
+        async with self.lock:
+            if change.version == self.version + 1:
+                self.advance(change)
+            elif change.version > self.version:
+                await self.catch_up()
+
+    async def changes_between(self, after: int, through: int) -> list[Change]:
+        """Changes with versions in (after, through], from memory or else the op log."""
+        first = self.change_at(after + 1)
+        if first is not None and through <= self.version:
+            return [
+                self.recent[first.version - self.recent[0].version + i]
+                for i in range(through - after)
+            ]
+        return await _changes_after(self.room_id, after, through)
+
+    async def text_at(self, version: int) -> str:
+        """The text as it was at `version` (0 <= version <= head)."""
+        if version == self.version:
+            return self.text
+        text = self.text
+        for v in range(self.version, version, -1):
+            change = self.change_at(v)
+            if change is None or change.undo is None:
+                return await _text_replayed(self.room_id, version)
+            text = ot.apply(text, change.undo)
+        return text
+
+
+class LiveRooms:
+    """The live rooms of this process, kept while they have connections here."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, LiveRoom] = {}
+        self._loading: dict[str, asyncio.Future[LiveRoom | None]] = {}
+
+    async def acquire(self, room_id: str) -> LiveRoom | None:
+        """The live room for a new connection, or None when the room does not exist."""
+        live = self._rooms.get(room_id)
+        if live is None:
+            live = await self._load(room_id)
+            if live is None:
+                return None
+        live.connections += 1
+        return live
+
+    def release(self, live: LiveRoom) -> None:
+        live.connections -= 1
+        if live.connections <= 0 and self._rooms.get(live.room_id) is live:
+            del self._rooms[live.room_id]
+
+    def get(self, room_id: str) -> LiveRoom | None:
+        return self._rooms.get(room_id)
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    async def _load(self, room_id: str) -> LiveRoom | None:
+        # Connections arriving together share one database read and one LiveRoom.
+        pending = self._loading.get(room_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[LiveRoom | None] = asyncio.get_running_loop().create_future()
+        self._loading[room_id] = future
+        try:
+            row = await _room_row(room_id)
+            live = LiveRoom(room_id, *row) if row else None
+            if live is not None:
+                self._rooms[room_id] = live
+            future.set_result(live)
+            return live
+        except BaseException as error:
+            future.set_exception(error)
+            raise
+        finally:
+            del self._loading[room_id]
+
+
+live_rooms = LiveRooms()
+
+
+def live_rooms_reset() -> None:
+    """Forget every live room (tests run each case on a fresh database and event loop)."""
+    live_rooms.__init__()
+
+
+# -- changes ---------------------------------------------------------------------------------
+
+
+async def change_submit(
+    live: LiveRoom,
+    *,
+    base_version: int | None,
+    op: object | None = None,
+    text: str | None = None,
+    user: str,
+    client: str,
+    seq: int | None = None,
+) -> CommitResult:
+    """Commit one change, given as an op or as a whole new text, and announce it.
+
+    `base_version` is the version the change was made against (None: the head). Returns once
+    the change is durable. Raises ProtocolError for a change that cannot be applied; then
+    nothing changed.
+    """
+    if op is not None:
+        try:
+            op = ot.normalize(op)
+        except ot.InvalidOp as error:
+            raise ProtocolError(BAD_OP, str(error)) from None
+    async with live.lock:
+        head = live.version
+        base = head if base_version is None else base_version
+        if not 0 <= base <= head:
+            raise ProtocolError(BAD_OP, f"version {base} is not between 0 and {head}")
+        if seq is not None:
+            first_version = await _duplicate_version(live, client, seq)
+            if first_version is not None:
+                return CommitResult(first_version, live.text, duplicate=True)
+        if text is not None:
+            op = ot.diff(await live.text_at(base), text)
+        else:
+            base_length = len(live.text) if base == head else len(await live.text_at(base))
+            if ot.base_length(op) > base_length:
+                raise ProtocolError(BAD_OP, f"the op reaches past the document at {base}")
+        for concurrent in await live.changes_between(base, head):
+            op = ot.transform(op, concurrent.op, "left")
+        while True:
+            new_text = ot.apply(live.text, op)
+            if len(new_text) > MAX_DOCUMENT_CODE_POINTS:
+                raise ProtocolError(
+                    TOO_LARGE, f"the document would exceed {MAX_DOCUMENT_CODE_POINTS} code points"
+                )
+            change = Change(live.version + 1, op, user, client, seq, now_ms())
+            try:
+                await _commit(live.room_id, live.version, new_text, change)
+                break
+            except VersionConflict:
+                # Another process got there first: take its changes, move our op past them.
+                seen = live.version
+                await live.catch_up()
+                for concurrent in await live.changes_between(seen, live.version):
+                    op = ot.transform(op, concurrent.op, "left")
+            except DuplicateSeq:
+                first_version = await _seq_version(live.room_id, client, seq)
+                await live.catch_up()
+                return CommitResult(first_version, live.text, duplicate=True)
+        live.advance(change)
+        result = CommitResult(change.version, new_text)
+    await change_announce(live.room_id, change)
+    return result
+
+
+async def change_announce(room_id: str, change: Change) -> None:
+    """Hand a committed change to delivery: every connection of the room, in every process."""
+    await get_channel_layer().group_send(group_name(room_id), change.event())
+
+
+class DuplicateSeq(Exception):
+    """This (client, seq) was committed before, possibly by another process."""
+
+
+async def _duplicate_version(live: LiveRoom, client: str, seq: int) -> int | None:
+    last = live.last_seq.get(client)
+    if last is None:
+        last = await _last_seq(live.room_id, client)
+        live.last_seq[client] = last
+    if seq > last:
+        return None
+    return await _seq_version(live.room_id, client, seq)
+
+
+# -- database access (one thread; every function is one short transaction) -------------------
+
+
+@database_sync_to_async
+def _commit(room_id: str, expected_version: int, new_text: str, change: Change) -> None:
+    try:
+        with transaction.atomic():
+            Op.objects.create(
+                room_id=room_id,
+                version=change.version,
+                op=change.op,
+                user=change.user,
+                client=change.client,
+                seq=change.seq,
+                ts=change.ts,
+            )
+            updated = Room.objects.filter(id=room_id, version=expected_version).update(
+                code=new_text, version=change.version, updated_at=timezone.now()
+            )
+            if updated != 1:
+                raise VersionConflict
+    except IntegrityError:
+        if (
+            change.seq is not None
+            and Op.objects.filter(room_id=room_id, client=change.client, seq=change.seq).exists()
+        ):
+            raise DuplicateSeq from None
+        raise VersionConflict from None
+
+
+@database_sync_to_async
+def _room_row(room_id: str) -> tuple[str, str, int] | None:
+    return Room.objects.filter(id=room_id).values_list("name", "code", "version").first()
+
+
+@database_sync_to_async
+def _changes_after(room_id: str, after: int, through: int | None = None) -> list[Change]:
+    ops = Op.objects.filter(room_id=room_id, version__gt=after).order_by("version")
+    if through is not None:
+        ops = ops.filter(version__lte=through)
+    return [
+        Change(row.version, row.op, row.user, row.client, row.seq, row.ts)
+        for row in ops.only("version", "op", "user", "client", "seq", "ts")
+    ]
+
+
+@database_sync_to_async
+def _text_replayed(room_id: str, version: int) -> str:
+    text = Room.objects.values_list("initial_code", flat=True).get(id=room_id)
+    for op in (
+        Op.objects.filter(room_id=room_id, version__lte=version)
+        .order_by("version")
+        .values_list("op", flat=True)
+    ):
+        text = ot.apply(text, op)
+    return text
+
+
+@database_sync_to_async
+def _last_seq(room_id: str, client: str) -> int:
+    last = (
+        Op.objects.filter(room_id=room_id, client=client, seq__isnull=False)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return last or 0
+
+
+@database_sync_to_async
+def _seq_version(room_id: str, client: str, seq: int) -> int:
+    return (
+        Op.objects.filter(room_id=room_id, client=client, seq=seq)
+        .values_list("version", flat=True)
+        .get()
+    )
+
+
+# -- rooms (REST) ----------------------------------------------------------------------------
+
+
+def room_create(*, code: str = "", name: str = "") -> Room:
+    """Create a room with a fresh random id. The initial code is the snapshot at version 0."""
+    return Room.objects.create(id=new_room_id(), code=code, initial_code=code, name=name)
+
+
+def room_get(room_id: str) -> Room | None:
+    return Room.objects.filter(id=room_id).only("id", "name", "code", "version").first()
+
+
+def room_history(room: Room, *, since: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "version": row.version,
+            "op": row.op,
+            "user": row.user,
+            "client": row.client,
+            "seq": row.seq,
+            "ts": row.ts,
+        }
+        for row in Op.objects.filter(room_id=room.id, version__gt=since).order_by("version")
+    ]

@@ -1,0 +1,48 @@
+"""The room's durable state: a snapshot (Room.code at Room.version) and the op log behind it.
+
+rooms/document.py is the only writer; see docs/protocol.md for what versions and ops mean.
+"""
+
+from django.db import models
+
+
+class Room(models.Model):
+    id = models.CharField(primary_key=True, max_length=64)
+    name = models.CharField(max_length=64, blank=True, default="")
+    code = models.TextField(blank=True, default="")
+    # The text at version 0, so replaying the op log from the start rebuilds `code`.
+    initial_code = models.TextField(blank=True, default="", editable=False)
+    # Number of changes applied so far; the snapshot in `code` is the text at this version.
+    version = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.name})" if self.name else self.id
+
+
+class Op(models.Model):
+    """One accepted change. `version` is the room's version after it (1, 2, ...)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="ops")
+    version = models.PositiveBigIntegerField()
+    op = models.JSONField()
+    user = models.CharField(max_length=64)
+    client = models.CharField(max_length=64)
+    # Null for text-mode changes, which have no client-side sequence number.
+    seq = models.PositiveBigIntegerField(null=True, blank=True)
+    ts = models.BigIntegerField(help_text="epoch milliseconds")
+
+    class Meta:
+        ordering = ["room", "version"]
+        constraints = [
+            # The arbiter between writers: two commits can never claim the same version.
+            models.UniqueConstraint(fields=["room", "version"], name="op_unique_room_version"),
+            models.UniqueConstraint(fields=["room", "client", "seq"], name="op_unique_client_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id}@{self.version}"

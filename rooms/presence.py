@@ -1,0 +1,167 @@
+"""Who is in each room: the registry behind `users`, `join` and `leave`.
+
+Channels groups cannot be listed and a consumer's `disconnect()` is not guaranteed to run, so
+presence is a registry of its own. Each entry belongs to one connection and carries an expiry
+that the owning process pushes forward while the connection lives (`PRESENCE_HEARTBEAT_S`); an
+entry whose connection stopped being seen expires and its room is told the user left. See
+docs/protocol.md for the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# How often a process confirms its connections are alive.
+PRESENCE_HEARTBEAT_S = 5.0
+# Longer than two heartbeats, so one late heartbeat is not a leave.
+PRESENCE_TTL_S = 15.0
+
+# Distinct, readable on light and dark backgrounds.
+PALETTE = (
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#9a6324",
+    "#469990",
+    "#800000",
+    "#808000",
+    "#000075",
+)
+
+
+def color_for(client_id: str) -> str:
+    """A stable colour per client id: the same on every process and across reconnects."""
+    digest = hashlib.blake2s(client_id.encode(), digest_size=2).digest()
+    return PALETTE[int.from_bytes(digest, "big") % len(PALETTE)]
+
+
+@dataclass(slots=True)
+class Member:
+    user_id: str
+    name: str
+    color: str
+    expires_at: float
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.user_id, "name": self.name, "color": self.color}
+
+
+class LocalPresence:
+    """Presence for one process: the embedded default, where every connection is local."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, dict[str, Member]] = {}
+
+    async def enter(self, room_id: str, *, user_id: str, name: str, color: str) -> list[dict]:
+        members = self._rooms.setdefault(room_id, {})
+        members[user_id] = Member(user_id, name, color, time.monotonic() + PRESENCE_TTL_S)
+        return self._public(members)
+
+    async def rename(self, room_id: str, *, user_id: str, name: str) -> list[dict]:
+        members = self._rooms.get(room_id, {})
+        if user_id in members:
+            members[user_id].name = name
+        return self._public(members)
+
+    async def leave(self, room_id: str, *, user_id: str) -> tuple[bool, list[dict]]:
+        """Remove a user; says whether this call removed it (so one leave is announced)."""
+        members = self._rooms.get(room_id, {})
+        removed = members.pop(user_id, None) is not None
+        if not members:
+            self._rooms.pop(room_id, None)
+        return removed, self._public(members)
+
+    async def users(self, room_id: str) -> list[dict]:
+        return self._public(self._rooms.get(room_id, {}))
+
+    async def heartbeat(self, alive: dict[str, set[str]]) -> None:
+        """Push forward the expiry of the connections this process still serves."""
+        expires_at = time.monotonic() + PRESENCE_TTL_S
+        for room_id, user_ids in alive.items():
+            for user_id in user_ids:
+                member = self._rooms.get(room_id, {}).get(user_id)
+                if member is not None:
+                    member.expires_at = expires_at
+
+    async def expired(self) -> list[tuple[str, dict]]:
+        """Remove and return (room id, user) for every entry no process has confirmed."""
+        now = time.monotonic()
+        gone = []
+        for room_id, members in list(self._rooms.items()):
+            for user_id, member in list(members.items()):
+                if member.expires_at < now:
+                    del members[user_id]
+                    gone.append((room_id, member.public()))
+            if not members:
+                del self._rooms[room_id]
+        return gone
+
+    @staticmethod
+    def _public(members: dict[str, Member]) -> list[dict]:
+        return [member.public() for member in members.values()]
+
+
+presence = LocalPresence()
+
+
+class PresenceKeeper:
+    """This process's side of presence: which users it serves, and the heartbeat that says so."""
+
+    def __init__(self) -> None:
+        self.local: dict[str, set[str]] = {}
+        self._task: asyncio.Task | None = None
+
+    def add(self, room_id: str, user_id: str) -> None:
+        self.local.setdefault(room_id, set()).add(user_id)
+        self._ensure_running()
+
+    def discard(self, room_id: str, user_id: str) -> None:
+        users = self.local.get(room_id)
+        if users is not None:
+            users.discard(user_id)
+            if not users:
+                del self.local[room_id]
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run(), name="presence-keeper")
+
+    async def _run(self) -> None:
+        # Imported here: the channel layer is configured by settings, after this module loads.
+        from channels.layers import get_channel_layer
+
+        from rooms.document import group_name
+
+        while True:
+            await asyncio.sleep(PRESENCE_HEARTBEAT_S)
+            try:
+                await presence.heartbeat(self.local)
+                for room_id, user in await presence.expired():
+                    users = await presence.users(room_id)
+                    await get_channel_layer().group_send(
+                        group_name(room_id),
+                        {"type": "room.leave", "user": user, "users": users, "sender": None},
+                    )
+            except Exception:
+                logger.exception("presence heartbeat failed; retrying")
+
+
+keeper = PresenceKeeper()
+
+
+def presence_reset() -> None:
+    """Forget all presence (tests run each case on a fresh event loop)."""
+    presence.__init__()
+    keeper.__init__()

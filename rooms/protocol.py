@@ -1,0 +1,65 @@
+"""The wire vocabulary shared by the consumer, the REST views and the tests.
+
+Message shapes, error codes and limits live here so that every error is produced the same way.
+The full interface is described in docs/protocol.md.
+"""
+
+import re
+import secrets
+from typing import Any
+
+from django.http import JsonResponse
+
+ROOM_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+MAX_MESSAGE_BYTES = 1_048_576  # a frame of exactly this many bytes is still accepted
+MAX_DOCUMENT_CODE_POINTS = 1_048_576
+MAX_NAME_LENGTH = 64
+
+# WebSocket close codes.
+CLOSE_NORMAL = 1000
+CLOSE_BAD_REQUEST = 4400
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+# WebSocket error codes (contract section 4).
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+UNKNOWN_TYPE = "unknown_type"
+BAD_OP = "bad_op"
+VERSION_TOO_OLD = "version_too_old"
+TOO_LARGE = "too_large"
+RATE_LIMITED = "rate_limited"
+FORBIDDEN = "forbidden"
+
+
+class ProtocolError(Exception):
+    """Bad client input: becomes one `error` message; nothing changes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def is_valid_room_id(value: object) -> bool:
+    return isinstance(value, str) and ROOM_ID_RE.fullmatch(value) is not None
+
+
+def new_room_id() -> str:
+    # 16 random bytes = 128 bits, above the 96 the contract asks for; URL-safe alphabet.
+    return secrets.token_urlsafe(16)
+
+
+def ws_url(room_id: str) -> str:
+    return f"/ws/{room_id}"
+
+
+def error_message(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}
+
+
+def json_error(status: int, message: str) -> JsonResponse:
+    """The one shape of every REST error: `{"error": "..."}` with a 4xx status."""
+    return JsonResponse({"error": message}, status=status)

@@ -1,0 +1,12 @@
+from django.urls import re_path
+
+from rooms import views
+
+# Each route answers with and without a trailing slash, without redirecting.
+urlpatterns = [
+    re_path(r"^rooms/create/?$", views.room_create_view, name="room-create"),
+    re_path(r"^rooms/join/?$", views.room_join_view, name="room-join"),
+    re_path(r"^rooms/?$", views.rooms_collection, name="rooms"),
+    re_path(r"^rooms/(?P<room_id>[^/]+)/history/?$", views.room_history_view, name="room-history"),
+    re_path(r"^rooms/(?P<room_id>[^/]+)/?$", views.room_detail_view, name="room-detail"),
+]
