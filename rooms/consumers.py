@@ -175,18 +175,21 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.joined = True
         self.delivered = self.live.version
         self.text = self.live.text
-        await self.send_json(
-            {
-                "type": "init",
-                "room_id": room_id,
-                "user_id": self.user_id,
-                "name": self.name,
-                "code": self.live.text,
-                "version": self.live.version,
-                "users": users,
-                "cursors": [],
-            }
-        )
+        init = {
+            "type": "init",
+            "room_id": room_id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "code": self.live.text,
+            "version": self.live.version,
+            "users": users,
+            "cursors": [],
+        }
+        if self.mode == "ops" and params["version"] is not None:
+            # Resume: everything after the client's version, its own in-flight op included.
+            changes = await self.live.changes_between(params["version"], self.live.version)
+            init["ops"] = [change.entry() for change in changes]
+        await self.send_json(init)
         await self.announce("room.join", users)
 
     async def disconnect(self, code: int) -> None:
@@ -264,6 +267,25 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             ack["code"] = result.text
         await self.send_ack(result, ack)
 
+    async def on_op(self, message: dict[str, Any]) -> None:
+        if self.mode != "ops":
+            raise ProtocolError(BAD_MESSAGE, "op messages need an ops-mode connection (?mode=ops)")
+        base = require_int(message, "version")
+        seq = require_int(message, "seq")
+        if seq < 1:
+            raise ProtocolError(BAD_MESSAGE, "'seq' starts at 1")
+        if "op" not in message:
+            raise ProtocolError(BAD_MESSAGE, "an op message needs 'op'")
+        result = await document.change_submit(
+            self.live,
+            base_version=base,
+            op=message["op"],
+            user=self.user_id,
+            client=self.client_id,
+            seq=seq,
+        )
+        await self.send_ack(result, {"type": "ack", "version": result.version, "seq": seq})
+
     async def on_ping(self, message: dict[str, Any]) -> None:
         await self.send_json({"type": "pong"})
 
@@ -273,6 +295,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     HANDLERS = {
         "join": on_join,
         "sync_code": on_sync_code,
+        "op": on_op,
         "ping": on_ping,
         "leave": on_leave,
     }

@@ -351,7 +351,10 @@ async def _duplicate_version(live: LiveRoom, client: str, seq: int) -> int | Non
         live.last_seq[client] = last
     if seq > last:
         return None
-    return await _seq_version(live.room_id, client, seq)
+    first_version = await _seq_version(live.room_id, client, seq)
+    if first_version is None:
+        raise ProtocolError(BAD_OP, f"seq {seq} was never used and is below {last}: seq must grow")
+    return first_version
 
 
 # -- database access (one thread; every function is one short transaction) -------------------
@@ -424,11 +427,11 @@ def _last_seq(room_id: str, client: str) -> int:
 
 
 @database_sync_to_async
-def _seq_version(room_id: str, client: str, seq: int) -> int:
+def _seq_version(room_id: str, client: str, seq: int) -> int | None:
     return (
         Op.objects.filter(room_id=room_id, client=client, seq=seq)
         .values_list("version", flat=True)
-        .get()
+        .first()
     )
 
 

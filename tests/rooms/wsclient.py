@@ -48,6 +48,15 @@ class Client:
         await self.send(message)
         return await self.receive_type(*types)
 
+    async def submit(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a change and return its ack (or error), passing over earlier changes' broadcasts."""
+        await self.send(message)
+        for _ in range(1000):
+            reply = await self.receive_type("ack", "error", "op", "sync_code")
+            if reply["type"] in {"ack", "error"}:
+                return reply
+        raise AssertionError("no ack")
+
     async def closed_with(self) -> int:
         message = await self.communicator.receive_output(timeout=TIMEOUT_S)
         while message["type"] == "websocket.send":
