@@ -110,6 +110,9 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# A room's code may be 1,048,576 code points; as escaped JSON that can reach 12 bytes each.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
+
 # Daphne's own WebSocket cap must sit above the protocol's 1 MiB limit, so that the application
 # answers `too_large` instead of the transport closing the socket.
 DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = 4 * 1024 * 1024

@@ -25,6 +25,7 @@ from rooms.protocol import (
     BAD_MESSAGE,
     CLIENT_ID_RE,
     CLOSE_BAD_REQUEST,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
     MAX_MESSAGE_BYTES,
@@ -219,6 +220,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.handle(message)
         except ProtocolError as error:
             await self.send_error(error)
+        except Exception:
+            # Not the client's fault (e.g. the database failed): nothing was acked, so the
+            # client reconnects, resumes and resubmits; everyone else is unaffected.
+            logger.exception("room %s: message failed", self.live.room_id)
+            await self.close(CLOSE_INTERNAL_ERROR)
 
     @staticmethod
     def parse_frame(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:

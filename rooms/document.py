@@ -323,6 +323,8 @@ async def change_submit(
                 # Another process got there first: take its changes, move our op past them.
                 seen = live.version
                 await live.catch_up()
+                if live.version == seen:
+                    raise RuntimeError(f"{live.room_id}: conflict at {seen}, no newer op") from None
                 for concurrent in await live.changes_between(seen, live.version):
                     op = ot.transform(op, concurrent.op, "left")
             except DuplicateSeq:
@@ -379,12 +381,12 @@ def _commit(room_id: str, expected_version: int, new_text: str, change: Change) 
             if updated != 1:
                 raise VersionConflict
     except IntegrityError:
-        if (
-            change.seq is not None
-            and Op.objects.filter(room_id=room_id, client=change.client, seq=change.seq).exists()
-        ):
+        ops = Op.objects.filter(room_id=room_id)
+        if change.seq is not None and ops.filter(client=change.client, seq=change.seq).exists():
             raise DuplicateSeq from None
-        raise VersionConflict from None
+        if ops.filter(version=change.version).exists():
+            raise VersionConflict from None
+        raise
 
 
 @database_sync_to_async

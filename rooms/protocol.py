@@ -19,6 +19,7 @@ MAX_NAME_LENGTH = 64
 
 # WebSocket close codes.
 CLOSE_NORMAL = 1000
+CLOSE_INTERNAL_ERROR = 1011  # the server failed; reconnect and resume
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404

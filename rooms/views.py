@@ -36,6 +36,7 @@ def only(method: str):
     """Answer other methods with a JSON 405 instead of Django's empty response."""
 
     def decorate(view):
+        @csrf_exempt  # an API for editors and scripts: it reads no cookies, so CSRF cannot apply
         def wrapped(request: HttpRequest, *args, **kwargs):
             if request.method != method and not (method == "GET" and request.method == "HEAD"):
                 response = json_error(405, f"use {method}")
