@@ -37,7 +37,9 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
 INSTALLED_APPS = [
-    "daphne",  # first, so `manage.py runserver` serves HTTP and WebSocket through daphne
+    # rooms' runserver (daphne's, tuned) must win over daphne's, which wins over Django's.
+    "rooms",
+    "daphne",  # so `manage.py runserver` serves HTTP and WebSocket through daphne
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -45,7 +47,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
-    "rooms",
     "autocomplete",
 ]
 

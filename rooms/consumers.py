@@ -241,7 +241,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(BAD_JSON, "binary frames are not accepted; send JSON text")
         try:
             message = decode_message(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise ProtocolError(BAD_JSON, "the message is not valid JSON") from None
         if not isinstance(message, dict):
             raise ProtocolError(BAD_MESSAGE, "a message must be a JSON object")
@@ -345,6 +345,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_ack(self, result: document.CommitResult, ack: dict[str, Any]) -> None:
         if result.duplicate:
+            # The first commit may not have reached this connection yet (it came from an
+            # earlier connection of the same client): deliver it first, as any other change,
+            # so the stream stays gap-free and the client sees its op before this ack.
+            await self.deliver_through(result.version)
             ack["duplicate"] = True
             await self.send_json(ack)
             return
