@@ -1,0 +1,264 @@
+"""GET /autocomplete?room=&line=&column=: completion at a position of the room's current code."""
+
+import keyword
+import threading
+
+import pytest
+from django.test import Client
+
+from autocomplete import completion
+from rooms.models import Op, Room
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    # Rooms in different tests share ids and versions; answers must come from this test's code.
+    completion.clear_cache()
+    yield
+    completion.clear_cache()
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client()
+
+
+def complete(client: Client, room: str, line, column, **extra) -> tuple[int, dict]:
+    params = {"room": room, "line": line, "column": column, **extra}
+    response = client.get("/autocomplete", {k: v for k, v in params.items() if v is not None})
+    assert response["Content-Type"] == "application/json"
+    return response.status_code, response.json()
+
+
+def labels(body: dict) -> list[str]:
+    return [item["label"] for item in body["items"]]
+
+
+def test_module_members_are_suggested_after_a_dot(client):
+    Room.objects.create(id="r1", code="import os\nos.pa")
+
+    status, body = complete(client, "r1", 2, 5)
+
+    assert status == 200
+    assert {"path", "pardir"} <= set(labels(body))
+    assert body["incomplete"] is False
+    assert body["query"] == "pa"
+    assert body["suggestions"] == ["pass"]  # the keyword rule, even where no keyword fits
+
+
+def test_a_name_defined_earlier_in_the_file_is_suggested(client):
+    Room.objects.create(id="r1", code="def my_helper(): ...\nmy_h")
+
+    status, body = complete(client, "r1", 2, 4)
+
+    assert status == 200
+    assert labels(body)[0] == "my_helper"
+    assert body["items"][0]["kind"] == "function"
+
+
+def test_without_query_the_query_is_the_name_before_the_cursor(client):
+    Room.objects.create(id="r1", code="x = 1\nim")
+
+    _, body = complete(client, "r1", 2, 2)
+
+    assert body["query"] == "im"
+    assert body["suggestions"] == ["import"]
+    assert "import" in labels(body)
+
+
+def test_suggestions_keep_the_exact_keyword_rule_for_the_given_query(client):
+    Room.objects.create(id="r1", code="x = 1\n")
+
+    _, body = complete(client, "r1", 2, 0, query="i")
+
+    assert body["query"] == "i"
+    assert body["suggestions"] == sorted(k for k in keyword.kwlist if k.startswith("i"))
+
+
+def test_a_given_query_filters_and_ranks_the_items(client):
+    # The client may be ahead of the stored text: it has typed "pa", the server holds "p".
+    Room.objects.create(id="r1", code="import os\nos.p")
+
+    _, body = complete(client, "r1", 2, 4, query="pa")
+
+    assert body["query"] == "pa"
+    assert {"path", "pardir"} <= set(labels(body))
+    assert all(label.lower().startswith("pa") for label in labels(body))
+
+
+def test_builtins_come_with_their_signature_in_detail(client):
+    Room.objects.create(id="r1", code="pri")
+
+    _, body = complete(client, "r1", 1, 3)
+
+    first = body["items"][0]
+    assert (first["label"], first["kind"]) == ("print", "function")
+    assert first["detail"].startswith("print(")
+
+
+def test_exact_prefix_matches_rank_before_other_case_matches(client):
+    Room.objects.create(id="r1", code="import os\nos.pa")
+
+    _, body = complete(client, "r1", 2, 5)
+
+    exact = [label.startswith("pa") for label in labels(body)]
+    assert exact == sorted(exact, reverse=True)
+    assert "PathLike" in labels(body)  # a case-insensitive match, after the exact ones
+
+
+def test_names_from_the_file_rank_before_builtins_and_dunders_last(client):
+    Room.objects.create(id="r1", code="def sorter(): ...\nclass __Meta: ...\n_so = 1\n")
+
+    _, body = complete(client, "r1", 4, 0)
+
+    names = labels(body)
+    assert names.index("sorter") < names.index("sorted")
+    assert names.index("sorted") < names.index("_so") < names.index("__Meta")
+
+
+@pytest.mark.parametrize(
+    ("code", "column"),
+    [
+        ("from collabsite.settings import SE", 34),  # our source (and its secrets)
+        ("import rooms.mod", 16),
+        ("open('/etc/pa", 13),  # file names on the server's disk
+        ("open('./man", 11),
+    ],
+)
+def test_the_servers_own_modules_and_files_are_never_offered(client, settings, code, column):
+    settings.AUTOCOMPLETE_BUDGET_S = 10  # Jedi's own answer, not the fallback
+    Room.objects.create(id="r1", code=code)
+
+    status, body = complete(client, "r1", 1, column)
+
+    assert status == 200
+    assert body["incomplete"] is False
+    assert body["items"] == []
+
+
+def test_completing_changes_nothing(client):
+    Room.objects.create(id="r1", code="import os\nos.pa", version=3)
+
+    complete(client, "r1", 2, 5)
+
+    assert Room.objects.values_list("code", "version").get(id="r1") == ("import os\nos.pa", 3)
+    assert not Op.objects.exists()
+
+
+def test_a_new_version_is_completed_from_its_own_text(client):
+    Room.objects.create(id="r1", code="alpha = 1\nal")
+    complete(client, "r1", 2, 2)
+    Room.objects.filter(id="r1").update(code="alpine = 1\nal", version=1)
+
+    _, body = complete(client, "r1", 2, 2)
+
+    assert "alpine" in labels(body)
+    assert "alpha" not in labels(body)
+
+
+def test_columns_count_code_points(client):
+    # "🙂" is one code point (two UTF-16 units, four UTF-8 bytes); the line is 10 code points.
+    Room.objects.create(id="r1", code='value_1 = 2\n"🙂" + valu')
+
+    status, body = complete(client, "r1", 2, 10)
+    assert status == 200
+    assert body["query"] == "valu"
+    assert "value_1" in labels(body)
+
+    status, _ = complete(client, "r1", 2, 11)
+    assert status == 400
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_lines_break_at_each_python_newline(client, newline):
+    Room.objects.create(id="r1", code=f"a_value = 1{newline}a_v")
+
+    status, body = complete(client, "r1", 2, 3)
+
+    assert status == 200
+    assert labels(body)[0] == "a_value"
+    assert complete(client, "r1", 2, 4)[0] == 400  # line 2 is "a_v", with no \r in it
+
+
+def test_the_empty_line_after_a_final_newline_is_a_position(client):
+    Room.objects.create(id="r1", code="x = 1\n")
+
+    status, _ = complete(client, "r1", 2, 0)
+
+    assert status == 200
+
+
+def test_an_invalid_room_id_is_a_400_before_any_database_query(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        status, body = complete(client, "no/such id", 1, 0)
+
+    assert status == 400
+    assert "error" in body
+
+
+def test_an_unknown_room_is_a_404(client):
+    status, body = complete(client, "nobody-here", 1, 0)
+
+    assert status == 404
+    assert "error" in body
+
+
+@pytest.mark.parametrize(
+    ("line", "column"),
+    [
+        (None, "0"),  # line missing
+        ("1", None),  # column missing
+        ("x", "0"),
+        ("1", "y"),
+        ("1.0", "0"),
+        ("", "0"),
+        ("-1", "0"),
+        ("1", "-1"),
+        ("0", "0"),  # lines count from 1
+        ("3", "0"),  # past the last line
+        ("99999999999999999999999", "0"),
+        ("1", "10"),  # past the end of line 1 ("import os" is 9 code points)
+    ],
+)
+def test_a_bad_position_is_a_json_400(client, line, column):
+    Room.objects.create(id="r1", code="import os\nos.pa")
+
+    status, body = complete(client, "r1", line, column)
+
+    assert status == 400
+    assert isinstance(body["error"], str)
+
+
+class GatedJedi:
+    """Stands in for Jedi and answers only when the test says so (bounded)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, code, line, column, position):
+        if not self.release.wait(timeout=10):
+            raise RuntimeError("the test never released Jedi")
+        return (completion.RawItem("from_jedi", "function", "", completion.SOURCE_FILE),)
+
+
+def test_past_the_budget_the_answer_is_keywords_and_file_names_marked_incomplete(
+    client, settings, monkeypatch
+):
+    gate = GatedJedi()
+    # Let the real warm-up finish first, so that neither it nor its wait meets the stand-in.
+    completion.start_warm_up().result(timeout=60)
+    monkeypatch.setattr(completion, "_jedi_completions", gate)
+    settings.AUTOCOMPLETE_BUDGET_S = 0.01
+    Room.objects.create(id="r1", code="items = []\ni")
+    try:
+        status, body = complete(client, "r1", 2, 1)
+    finally:
+        gate.release.set()
+        completion._executor.submit(lambda: None).result(timeout=30)  # let the worker drain
+
+    assert status == 200
+    assert body["incomplete"] is True
+    assert {"if", "import", "in", "is", "int", "items"} <= set(labels(body))
+    assert "from_jedi" not in labels(body)
