@@ -19,10 +19,21 @@ class OpInline(admin.TabularInline):
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "version", "users_online", "updated_at")
+    list_display = ("id", "name", "private", "version", "users_online", "updated_at")
+    list_filter = ("private",)
     search_fields = ("id", "name", "code")
-    readonly_fields = ("id", "version", "created_at", "updated_at", "users_online")
-    fields = ("id", "name", "version", "users_online", "created_at", "updated_at", "code")
+    # Token hashes are never shown: `private` says all an admin needs.
+    readonly_fields = ("id", "private", "version", "created_at", "updated_at", "users_online")
+    fields = (
+        "id",
+        "name",
+        "private",
+        "version",
+        "users_online",
+        "created_at",
+        "updated_at",
+        "code",
+    )
     inlines = [OpInline]
 
     @admin.display(description="users online")

@@ -8,6 +8,7 @@ text mode, the text at that version. The protocol is described in docs/protocol.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -18,16 +19,20 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from rooms import document, ot, presence
+from autocomplete import completion
+from rooms import access, document, ot, presence
 from rooms.document import Change, LiveRoom, group_name
+from rooms.presence import CursorThrottle, TypingState
 from rooms.protocol import (
     BAD_JSON,
     BAD_MESSAGE,
     CLIENT_ID_RE,
     CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
+    FORBIDDEN,
     MAX_MESSAGE_BYTES,
     MAX_NAME_LENGTH,
     RATE_LIMITED,
@@ -41,6 +46,8 @@ from rooms.protocol import (
 logger = logging.getLogger(__name__)
 
 MODES = ("text", "ops")
+# What a view token may not send (decided before any other validation).
+EDITING_TYPES = frozenset({"sync_code", "op", "cursor", "typing"})
 
 
 class TokenBucket:
@@ -104,6 +111,12 @@ def valid_name(value: object) -> str:
     return value
 
 
+def query_token(query_string: bytes) -> str | None:
+    """The `token` query parameter, read before the others are validated (4403 before 4400)."""
+    values = parse_qs(query_string.decode("utf-8", "replace")).get("token")
+    return values[-1] if values else None
+
+
 def parse_query(query_string: bytes, head_version: int) -> dict[str, Any]:
     """The connection's query parameters, validated (contract section 3)."""
     try:
@@ -138,6 +151,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     user_id: str = ""
     joined = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.side_tasks: set[asyncio.Task] = set()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -152,8 +169,13 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if self.live is None:
             await self.close(CLOSE_NOT_FOUND)
             return
+        query_string = self.scope.get("query_string", b"")
+        self.access = access.room_access(self.live, query_token(query_string))
+        if self.access is None:
+            await self.close(CLOSE_FORBIDDEN)
+            return
         try:
-            params = parse_query(self.scope.get("query_string", b""), self.live.version)
+            params = parse_query(query_string, self.live.version)
         except ProtocolError as error:
             await self.send_error(error)
             await self.close(CLOSE_BAD_REQUEST)
@@ -164,6 +186,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.name = params["name"] or f"guest-{self.user_id[:5]}"
         self.color = presence.color_for(self.client_id)
         self.rate = TokenBucket(settings.COLLAB_RATE_BURST, settings.COLLAB_RATE_PER_S)
+        self.cursor = CursorThrottle(self.publish_cursor)
+        self.typing = TypingState(self.publish_typing)
 
         await self.channel_layer.group_add(group_name(room_id), self.channel_name)
         # Changes another process committed before we subscribed reach us through the log.
@@ -184,7 +208,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             "code": self.live.text,
             "version": self.live.version,
             "users": users,
-            "cursors": [],
+            "cursors": await self.cursors_now(),
         }
         if self.mode == "ops" and params["version"] is not None:
             # Resume: everything after the client's version, its own in-flight op included.
@@ -197,7 +221,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if self.live is None:
             return
         room_id = self.live.room_id
+        for task in self.side_tasks:
+            task.cancel()
         if self.joined:
+            self.cursor.stop()
+            await self.typing.stop()
             self.joined = False
             await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
             presence.keeper.discard(room_id, self.user_id)
@@ -253,6 +281,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         handler = self.HANDLERS.get(message["type"])
         if handler is None:
             raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {message['type']!r}")
+        if self.access == "view" and message["type"] in EDITING_TYPES:
+            raise ProtocolError(FORBIDDEN, "this connection has a view token: read-only")
         await handler(self, message)
 
     async def on_join(self, message: dict[str, Any]) -> None:
@@ -268,6 +298,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         result = await document.change_submit(
             self.live, base_version=base, text=code, user=self.user_id, client=self.client_id
         )
+        self.typing.edited()
         ack: dict[str, Any] = {"type": "ack", "version": result.version}
         if result.text != code:
             ack["code"] = result.text
@@ -290,7 +321,52 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             client=self.client_id,
             seq=seq,
         )
+        self.typing.edited()
         await self.send_ack(result, {"type": "ack", "version": result.version, "seq": seq})
+
+    async def on_cursor(self, message: dict[str, Any]) -> None:
+        anchor = require_int(message, "anchor")
+        head = require_int(message, "head")
+        version = require_int(message, "version", optional=True)
+        self.cursor.set(
+            await document.cursor_at_head(self.live, anchor=anchor, head=head, version=version)
+        )
+
+    async def on_typing(self, message: dict[str, Any]) -> None:
+        typing = message.get("typing")
+        if not isinstance(typing, bool):
+            raise ProtocolError(BAD_MESSAGE, "'typing' must be true or false")
+        await self.typing.set(typing)
+
+    async def on_complete(self, message: dict[str, Any]) -> None:
+        request_id = require_int(message, "id")
+        line = require_int(message, "line")
+        column = require_int(message, "column")
+        code, version = self.live.text, self.live.version
+        try:
+            completion.locate(code, line, column)
+        except completion.BadPosition as error:
+            raise ProtocolError(BAD_MESSAGE, str(error)) from None
+        # Jedi may take up to its budget: answer on the side, so this client's own edits and
+        # deliveries never wait behind a completion.
+        task = asyncio.create_task(self.send_completions(request_id, code, version, line, column))
+        self.side_tasks.add(task)
+        task.add_done_callback(self.side_tasks.discard)
+
+    async def send_completions(
+        self, request_id: int, code: str, version: int, line: int, column: int
+    ) -> None:
+        result = await completion.complete_in_code(
+            cache_key=(self.live.room_id, version, line, column),
+            code=code,
+            line=line,
+            column=column,
+        )
+        reply = {"type": "completions", "id": request_id, "items": result["items"]}
+        if result["incomplete"]:
+            reply["incomplete"] = True
+        if self.joined:
+            await self.send_json(reply)
 
     async def on_ping(self, message: dict[str, Any]) -> None:
         await self.send_json({"type": "pong"})
@@ -302,6 +378,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         "join": on_join,
         "sync_code": on_sync_code,
         "op": on_op,
+        "cursor": on_cursor,
+        "typing": on_typing,
+        "complete": on_complete,
         "ping": on_ping,
         "leave": on_leave,
     }
@@ -323,6 +402,49 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def room_leave(self, event: dict[str, Any]) -> None:
         if event["sender"] != self.channel_name:
             await self.send_json({"type": "leave", "user": event["user"], "users": event["users"]})
+
+    async def room_cursor(self, event: dict[str, Any]) -> None:
+        if event["sender"] == self.channel_name or not self.joined:
+            return
+        # A cursor is sent at this connection's version: deliver the changes it refers to
+        # first, or move it through the ones this connection has that it predates.
+        await self.live.reach(event["version"])
+        await self.deliver_through(event["version"])
+        anchor, head = await self.live.position_moved(
+            [event["anchor"], event["head"]], event["version"], self.delivered
+        )
+        await self.send_json(
+            {
+                "type": "cursor",
+                "user": event["user"],
+                "anchor": anchor,
+                "head": head,
+                "version": self.delivered,
+            }
+        )
+
+    async def room_typing(self, event: dict[str, Any]) -> None:
+        if event["sender"] != self.channel_name and self.joined:
+            await self.send_json(
+                {"type": "typing", "user": event["user"], "typing": event["typing"]}
+            )
+
+    async def cursors_now(self) -> list[dict[str, Any]]:
+        """Every connected user's last cursor, moved to the head version (for init)."""
+        cursors = []
+        for cursor in await presence.presence.cursors(self.live.room_id):
+            anchor, head = await self.live.position_moved(
+                [cursor["anchor"], cursor["head"]], cursor["version"], self.live.version
+            )
+            cursors.append(
+                {
+                    "user": cursor["user"],
+                    "anchor": anchor,
+                    "head": head,
+                    "version": self.live.version,
+                }
+            )
+        return cursors
 
     async def deliver_through(self, version: int) -> None:
         """Send every change after the last delivered one up to `version`, in order."""
@@ -357,6 +479,28 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(ack)
         self.delivered = result.version
         self.text = result.text
+
+    async def publish_cursor(self, cursor: tuple[int, int, int]) -> None:
+        anchor, head, version = cursor
+        await presence.presence.set_cursor(
+            self.live.room_id, user_id=self.user_id, anchor=anchor, head=head, version=version
+        )
+        await self.group_event(
+            {
+                "type": "room.cursor",
+                "user": self.user_id,
+                "anchor": anchor,
+                "head": head,
+                "version": version,
+            }
+        )
+
+    async def publish_typing(self, typing: bool) -> None:
+        await self.group_event({"type": "room.typing", "user": self.user_id, "typing": typing})
+
+    async def group_event(self, event: dict[str, Any]) -> None:
+        event["sender"] = self.channel_name
+        await self.channel_layer.group_send(group_name(self.live.room_id), event)
 
     async def announce(self, event_type: str, users: list[dict]) -> None:
         user = {"id": self.user_id, "name": self.name, "color": self.color}

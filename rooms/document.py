@@ -27,9 +27,10 @@ from channels.layers import get_channel_layer
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from rooms import ot
+from rooms import access, ot
 from rooms.models import Op, Room
 from rooms.protocol import (
+    BAD_MESSAGE,
     BAD_OP,
     MAX_DOCUMENT_CODE_POINTS,
     TOO_LARGE,
@@ -123,11 +124,24 @@ class VersionConflict(Exception):
 class LiveRoom:
     """One room's head state in this process. Mutated only under `lock`."""
 
-    def __init__(self, room_id: str, name: str, text: str, version: int) -> None:
+    def __init__(
+        self,
+        room_id: str,
+        name: str,
+        text: str,
+        version: int,
+        private: bool = False,
+        edit_token_hash: str = "",
+        view_token_hash: str = "",
+    ) -> None:
         self.room_id = room_id
         self.name = name
         self.text = text
         self.version = version
+        # What rooms.access.room_access reads; a room's privacy never changes once created.
+        self.private = private
+        self.edit_token_hash = edit_token_hash
+        self.view_token_hash = view_token_hash
         self.recent: deque[Change] = deque(maxlen=RECENT_CHANGES_KEPT)
         self.lock = asyncio.Lock()
         self.connections = 0
@@ -197,6 +211,18 @@ class LiveRoom:
                 for i in range(through - after)
             ]
         return await _changes_after(self.room_id, after, through)
+
+    async def reach(self, version: int) -> None:
+        """Make sure this process has applied every change up to `version`."""
+        if version > self.version:
+            async with self.lock:
+                await self.catch_up()
+
+    async def position_moved(self, positions: list[int], after: int, through: int) -> list[int]:
+        """Positions at version `after`, moved through the changes up to `through`."""
+        for change in await self.changes_between(after, through):
+            positions = [ot.transform_position(p, change.op) for p in positions]
+        return positions
 
     async def text_at(self, version: int) -> str:
         """The text as it was at `version` (0 <= version <= head)."""
@@ -390,8 +416,12 @@ def _commit(room_id: str, expected_version: int, new_text: str, change: Change) 
 
 
 @database_sync_to_async
-def _room_row(room_id: str) -> tuple[str, str, int] | None:
-    return Room.objects.filter(id=room_id).values_list("name", "code", "version").first()
+def _room_row(room_id: str) -> tuple[str, str, int, bool, str, str] | None:
+    return (
+        Room.objects.filter(id=room_id)
+        .values_list("name", "code", "version", "private", "edit_token_hash", "view_token_hash")
+        .first()
+    )
 
 
 @database_sync_to_async
@@ -437,16 +467,47 @@ def _seq_version(room_id: str, client: str, seq: int) -> int | None:
     )
 
 
+async def cursor_at_head(
+    live: LiveRoom, *, anchor: int, head: int, version: int | None
+) -> tuple[int, int, int]:
+    """Validate a cursor made at `version` (None: head) and move it to the head version."""
+    at = live.version if version is None else version
+    if not 0 <= at <= live.version:
+        raise ProtocolError(BAD_MESSAGE, f"cursor version {at} is not between 0 and {live.version}")
+    length = len(live.text) if at == live.version else len(await live.text_at(at))
+    if not (0 <= anchor <= length and 0 <= head <= length):
+        raise ProtocolError(BAD_MESSAGE, f"cursor positions must be between 0 and {length}")
+    target = live.version
+    anchor, head = await live.position_moved([anchor, head], at, target)
+    return anchor, head, target
+
+
 # -- rooms (REST) ----------------------------------------------------------------------------
 
 
 def room_create(*, code: str = "", name: str = "") -> Room:
-    """Create a room with a fresh random id. The initial code is the snapshot at version 0."""
+    """Create a public room with a fresh random id; `code` is its text at version 0."""
     return Room.objects.create(id=new_room_id(), code=code, initial_code=code, name=name)
 
 
+def room_create_private(*, code: str = "", name: str = "") -> tuple[Room, dict[str, str]]:
+    """Create a private room. Its tokens ({"token", "view_token"}) are returned only here:
+    the database keeps their hashes."""
+    tokens = {"token": access.token_new(), "view_token": access.token_new()}
+    room = Room.objects.create(
+        id=new_room_id(),
+        code=code,
+        initial_code=code,
+        name=name,
+        private=True,
+        edit_token_hash=access.token_hash(tokens["token"]),
+        view_token_hash=access.token_hash(tokens["view_token"]),
+    )
+    return room, tokens
+
+
 def room_get(room_id: str) -> Room | None:
-    return Room.objects.filter(id=room_id).only("id", "name", "code", "version").first()
+    return Room.objects.filter(id=room_id).first()
 
 
 def room_history(room: Room, *, since: int) -> list[dict[str, Any]]:

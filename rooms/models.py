@@ -14,6 +14,10 @@ class Room(models.Model):
     initial_code = models.TextField(blank=True, default="", editable=False)
     # Number of changes applied so far; the snapshot in `code` is the text at this version.
     version = models.PositiveBigIntegerField(default=0)
+    # Private rooms keep only SHA-256 hashes of their tokens (see rooms/access.py).
+    private = models.BooleanField(default=False)
+    edit_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    view_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,7 @@ class Member:
     name: str
     color: str
     expires_at: float
+    cursor: tuple[int, int, int] | None = None  # anchor, head, version
 
     def public(self) -> dict[str, Any]:
         return {"id": self.user_id, "name": self.name, "color": self.color}
@@ -85,6 +87,21 @@ class LocalPresence:
     async def users(self, room_id: str) -> list[dict]:
         return self._public(self._rooms.get(room_id, {}))
 
+    async def set_cursor(
+        self, room_id: str, *, user_id: str, anchor: int, head: int, version: int
+    ) -> None:
+        member = self._rooms.get(room_id, {}).get(user_id)
+        if member is not None:
+            member.cursor = (anchor, head, version)
+
+    async def cursors(self, room_id: str) -> list[dict]:
+        """Each connected user's last cursor, at the version it was made."""
+        return [
+            {"user": m.user_id, "anchor": m.cursor[0], "head": m.cursor[1], "version": m.cursor[2]}
+            for m in self._rooms.get(room_id, {}).values()
+            if m.cursor is not None
+        ]
+
     async def heartbeat(self, alive: dict[str, set[str]]) -> None:
         """Push forward the expiry of the connections this process still serves."""
         expires_at = time.monotonic() + PRESENCE_TTL_S
@@ -113,6 +130,92 @@ class LocalPresence:
 
 
 presence = LocalPresence()
+
+
+# At most ~20 cursor broadcasts a second per user: smooth to watch, never a flood.
+CURSOR_INTERVAL_S = 0.05
+# A user who said "typing" and then neither typed nor said so again has stopped.
+TYPING_TTL_S = 5.0
+
+
+class CursorThrottle:
+    """Coalesces one connection's cursor moves: the first is sent at once, later ones at most
+    once per interval, and always the latest position (intermediate ones are dropped)."""
+
+    def __init__(self, publish: Callable[[tuple[int, int, int]], Awaitable[None]]) -> None:
+        self.publish = publish
+        self.latest: tuple[int, int, int] | None = None
+        self.sent_at = float("-inf")
+        self.timer: asyncio.TimerHandle | None = None
+
+    def set(self, cursor: tuple[int, int, int]) -> None:
+        self.latest = cursor
+        if self.timer is None:
+            loop = asyncio.get_running_loop()
+            wait = max(0.0, self.sent_at + CURSOR_INTERVAL_S - loop.time())
+            self.timer = loop.call_later(wait, self._send_latest)
+
+    def _send_latest(self) -> None:
+        self.timer = None
+        cursor, self.latest = self.latest, None
+        if cursor is not None:
+            self.sent_at = asyncio.get_running_loop().time()
+            _spawn(self.publish(cursor))
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class TypingState:
+    """One connection's typing flag: announced when it changes, expired by the server."""
+
+    def __init__(self, publish: Callable[[bool], Awaitable[None]]) -> None:
+        self.publish = publish
+        self.typing = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def set(self, typing: bool) -> None:
+        if typing:
+            self._arm()
+            if not self.typing:
+                self.typing = True
+                await self.publish(True)
+        else:
+            await self.stop()
+
+    def edited(self) -> None:
+        """An accepted edit counts as typing: push the expiry back."""
+        if self.typing:
+            self._arm()
+
+    async def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.typing:
+            self.typing = False
+            await self.publish(False)
+
+    def _arm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(TYPING_TTL_S, self._expire)
+
+    def _expire(self) -> None:
+        self.timer = None
+        _spawn(self.stop())
+
+
+_background: set[asyncio.Task] = set()
+
+
+def _spawn(coroutine: Awaitable[None]) -> None:
+    """Run a timer's follow-up on the loop, keeping a reference so it is not collected."""
+    task = asyncio.ensure_future(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 class PresenceKeeper:

@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from rooms import document, ot, presence
+from rooms import access, document, ot, presence
 from rooms.models import Room
 from rooms.protocol import (
     MAX_DOCUMENT_CODE_POINTS,
@@ -49,7 +49,8 @@ def only(method: str):
     return decorate
 
 
-def load_room(room_id: str | None) -> Room | JsonResponse:
+def load_room(request: HttpRequest, room_id: str | None) -> Room | JsonResponse:
+    """The room a request names, if it exists and the request may read it; else the error."""
     if not room_id:
         return json_error(400, "room id missing: pass ?id=<room_id>")
     if not is_valid_room_id(room_id):
@@ -57,6 +58,8 @@ def load_room(room_id: str | None) -> Room | JsonResponse:
     room = document.room_get(room_id)
     if room is None:
         return json_error(404, f"no room {room_id!r}")
+    if access.room_access(room, access.request_token(request)) is None:
+        return json_error(403, "this room is private: pass its token")
     return room
 
 
@@ -75,13 +78,16 @@ def rooms_collection(request: HttpRequest) -> JsonResponse:
     body = parse_create_body(request.body)
     if isinstance(body, JsonResponse):
         return body
-    room = document.room_create(code=body["code"], name=body["name"])
-    return JsonResponse({"room_id": room.id, "ws_url": ws_url(room.id)}, status=201)
+    if body["private"]:
+        room, tokens = document.room_create_private(code=body["code"], name=body["name"])
+    else:
+        room, tokens = document.room_create(code=body["code"], name=body["name"]), {}
+    return JsonResponse({"room_id": room.id, "ws_url": ws_url(room.id), **tokens}, status=201)
 
 
 def parse_create_body(raw: bytes) -> dict[str, Any] | JsonResponse:
     if not raw.strip():
-        return {"code": "", "name": ""}
+        return {"code": "", "name": "", "private": False}
     try:
         body = json.loads(raw, parse_constant=_reject)
     except (ValueError, UnicodeDecodeError):
@@ -107,7 +113,7 @@ def _reject(name: str) -> None:
 
 @only("GET")
 def room_join_view(request: HttpRequest) -> JsonResponse:
-    room = load_room(request.GET.get("id"))
+    room = load_room(request, request.GET.get("id"))
     if isinstance(room, JsonResponse):
         return room
     return JsonResponse(room_body(room))
@@ -115,7 +121,7 @@ def room_join_view(request: HttpRequest) -> JsonResponse:
 
 @only("GET")
 def room_detail_view(request: HttpRequest, room_id: str) -> JsonResponse:
-    room = load_room(room_id)
+    room = load_room(request, room_id)
     if isinstance(room, JsonResponse):
         return room
     return JsonResponse(room_body(room))
@@ -123,7 +129,7 @@ def room_detail_view(request: HttpRequest, room_id: str) -> JsonResponse:
 
 @only("GET")
 def room_history_view(request: HttpRequest, room_id: str) -> JsonResponse:
-    room = load_room(room_id)
+    room = load_room(request, room_id)
     if isinstance(room, JsonResponse):
         return room
     since_raw = request.GET.get("since", "0")

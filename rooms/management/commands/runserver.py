@@ -1,9 +1,13 @@
-"""`manage.py runserver`: daphne's development server, with its WebSocket cap answering 1009.
+"""`manage.py runserver`: daphne's development server, tuned in two ways.
 
-Daphne sets the message size cap (DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE, above the protocol's own
-1 MiB limit) but leaves autobahn's `failByDrop` on, so a frame over the cap drops the TCP
-connection without a close frame. Clients should see close code 1009 ("message too big").
+- Daphne sets the message size cap (DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE, above the protocol's own
+  1 MiB limit) but leaves autobahn's `failByDrop` on, so a frame over the cap drops the TCP
+  connection without a close frame. Clients should see close code 1009 ("message too big").
+- Access logs print the full URL, and private rooms' tokens may travel in `?token=`: they are
+  redacted before anything is logged.
 """
+
+import re
 
 from daphne.management.commands.runserver import Command as DaphneRunserver
 from daphne.server import Server
@@ -23,5 +27,17 @@ class TunedServer(Server):
         self.ws_factory.setProtocolOptions(failByDrop=False, allowNullOrigin=True)
 
 
+SECRET_QUERY_VALUE = re.compile(r"([?&](?:token|view_token)=)[^&#\s]*", re.IGNORECASE)
+
+
+def redact(path: str) -> str:
+    return SECRET_QUERY_VALUE.sub(r"\1[redacted]", path)
+
+
 class Command(DaphneRunserver):
     server_cls = TunedServer
+
+    def log_action(self, protocol: str, action: str, details: dict) -> None:
+        if isinstance(details.get("path"), str):
+            details = {**details, "path": redact(details["path"])}
+        super().log_action(protocol, action, details)
