@@ -125,6 +125,13 @@ COLLAB_ALLOWED_ORIGINS = env_list("COLLAB_ALLOWED_ORIGINS", "")
 COLLAB_RATE_BURST = env_float("COLLAB_RATE_BURST", 500)
 COLLAB_RATE_PER_S = env_float("COLLAB_RATE_PER_S", 100)
 
+# Rooms one client address may create per minute (REST); 0 turns the limit off. When on, keep
+# it generous (>= 1000): test suites and classrooms create rooms in bursts.
+COLLAB_ROOM_CREATE_PER_MIN = env_float("COLLAB_ROOM_CREATE_PER_MIN", 0)
+# A WebSocket that sends nothing for this long is closed (0: never). Clients that stay open
+# idle should ping; collab-client.js pings after 20 s of silence.
+COLLAB_IDLE_TIMEOUT_S = env_float("COLLAB_IDLE_TIMEOUT_S", 600)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

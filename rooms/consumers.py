@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import secrets
-import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -22,6 +21,7 @@ from django.conf import settings
 from autocomplete import completion
 from rooms import access, document, ot, presence
 from rooms.document import Change, LiveRoom, group_name
+from rooms.limits import TokenBucket
 from rooms.presence import CursorThrottle, TypingState
 from rooms.protocol import (
     BAD_JSON,
@@ -29,6 +29,7 @@ from rooms.protocol import (
     CLIENT_ID_RE,
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
+    CLOSE_IDLE,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
@@ -48,25 +49,6 @@ logger = logging.getLogger(__name__)
 MODES = ("text", "ops")
 # What a view token may not send (decided before any other validation).
 EDITING_TYPES = frozenset({"sync_code", "op", "cursor", "typing"})
-
-
-class TokenBucket:
-    """Allows `burst` messages at once, then `rate` per second."""
-
-    def __init__(self, burst: float, rate: float) -> None:
-        self.capacity = burst
-        self.rate = rate
-        self.tokens = burst
-        self.updated = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 def _reject_constant(name: str) -> None:
@@ -188,6 +170,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.rate = TokenBucket(settings.COLLAB_RATE_BURST, settings.COLLAB_RATE_PER_S)
         self.cursor = CursorThrottle(self.publish_cursor)
         self.typing = TypingState(self.publish_typing)
+        self.last_heard = asyncio.get_running_loop().time()
+        self.idle_timer = self.schedule_idle_check(settings.COLLAB_IDLE_TIMEOUT_S)
 
         await self.channel_layer.group_add(group_name(room_id), self.channel_name)
         # Changes another process committed before we subscribed reach us through the log.
@@ -223,6 +207,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         room_id = self.live.room_id
         for task in self.side_tasks:
             task.cancel()
+        if getattr(self, "idle_timer", None) is not None:
+            self.idle_timer.cancel()
         if self.joined:
             self.cursor.stop()
             await self.typing.stop()
@@ -240,6 +226,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.joined:
             return
+        self.last_heard = asyncio.get_running_loop().time()
         if not self.rate.take():
             await self.send_error(ProtocolError(RATE_LIMITED, "too many messages; slow down"))
             return
@@ -352,6 +339,23 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         task = asyncio.create_task(self.send_completions(request_id, code, version, line, column))
         self.side_tasks.add(task)
         task.add_done_callback(self.side_tasks.discard)
+
+    def schedule_idle_check(self, delay: float) -> asyncio.TimerHandle | None:
+        if settings.COLLAB_IDLE_TIMEOUT_S <= 0:
+            return None
+        return asyncio.get_running_loop().call_later(delay, self.check_idle)
+
+    def check_idle(self) -> None:
+        # One timer per connection, re-armed for the remaining time: no per-message timer work.
+        idle_for = asyncio.get_running_loop().time() - self.last_heard
+        remaining = settings.COLLAB_IDLE_TIMEOUT_S - idle_for
+        if remaining > 0:
+            self.idle_timer = self.schedule_idle_check(remaining)
+        elif self.joined:
+            self.idle_timer = None
+            task = asyncio.ensure_future(self.close(CLOSE_IDLE))
+            self.side_tasks.add(task)
+            task.add_done_callback(self.side_tasks.discard)
 
     async def send_completions(
         self, request_id: int, code: str, version: int, line: int, column: int

@@ -23,6 +23,7 @@ CLOSE_INTERNAL_ERROR = 1011  # the server failed; reconnect and resume
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_IDLE = 4408  # nothing received for COLLAB_IDLE_TIMEOUT_S; reconnect when needed
 
 # WebSocket error codes (contract section 4).
 BAD_JSON = "bad_json"

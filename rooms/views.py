@@ -7,10 +7,12 @@ import json
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from rooms import access, document, ot, presence
+from rooms.limits import PerAddressLimit
 from rooms.models import Room
 from rooms.protocol import (
     MAX_DOCUMENT_CODE_POINTS,
@@ -63,8 +65,20 @@ def load_room(request: HttpRequest, room_id: str | None) -> Room | JsonResponse:
     return room
 
 
+room_creation_limit = PerAddressLimit(settings.COLLAB_ROOM_CREATE_PER_MIN)
+
+
+def creation_refused(request: HttpRequest) -> JsonResponse | None:
+    # REMOTE_ADDR is the proxy behind a reverse proxy: see docs/deploying.md.
+    if room_creation_limit.allow(request.META.get("REMOTE_ADDR", "")):
+        return None
+    return json_error(429, "too many rooms created from this address; try again in a minute")
+
+
 @only("GET")
 def room_create_view(request: HttpRequest) -> JsonResponse:
+    if refused := creation_refused(request):
+        return refused
     room = document.room_create()
     return JsonResponse({"room_id": room.id, "ws_url": ws_url(room.id)})
 
@@ -75,6 +89,8 @@ def rooms_collection(request: HttpRequest) -> JsonResponse:
         response = json_error(405, "use POST to create a room (or GET /rooms/create)")
         response["Allow"] = "POST"
         return response
+    if refused := creation_refused(request):
+        return refused
     body = parse_create_body(request.body)
     if isinstance(body, JsonResponse):
         return body

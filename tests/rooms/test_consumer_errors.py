@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from channels.db import database_sync_to_async
 
-from rooms import consumers, document
-from rooms.consumers import TokenBucket
+from rooms import document, limits
+from rooms.limits import TokenBucket
 from rooms.models import Op, Room
 from tests.rooms.wsclient import Client
 
@@ -363,7 +363,7 @@ class FakeClock:
 def clock(monkeypatch) -> FakeClock:
     """Replaces the clock the rate limiter reads, and only that one (not the event loop's)."""
     fake = FakeClock()
-    monkeypatch.setattr(consumers, "time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(limits, "time", SimpleNamespace(monotonic=fake.monotonic))
     return fake
 
 
