@@ -132,6 +132,12 @@ COLLAB_ROOM_CREATE_PER_MIN = env_float("COLLAB_ROOM_CREATE_PER_MIN", 0)
 # idle should ping; collab-client.js pings after 20 s of silence.
 COLLAB_IDLE_TIMEOUT_S = env_float("COLLAB_IDLE_TIMEOUT_S", 600)
 
+# How long a user of a killed server process stays listed at most (seconds).
+COLLAB_PRESENCE_TTL_S = env_float("COLLAB_PRESENCE_TTL_S", 15)
+# With several processes, how often each checks its rooms' versions in the database, so a
+# change whose notification the channel layer lost is still delivered (seconds).
+COLLAB_VERSION_POLL_S = env_float("COLLAB_VERSION_POLL_S", 1.0)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

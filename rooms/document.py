@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -37,6 +39,8 @@ from rooms.protocol import (
     ProtocolError,
     new_room_id,
 )
+
+logger = logging.getLogger(__name__)
 
 # Changes each live room keeps in memory: enough to transform a late op and to deliver to a
 # slow socket without reading the database in the normal case.
@@ -252,6 +256,8 @@ class LiveRooms:
             if live is None:
                 return None
         live.connections += 1
+        if settings.REDIS_URL:
+            room_watcher.ensure_running()
         return live
 
     def release(self, live: LiveRoom) -> None:
@@ -261,6 +267,9 @@ class LiveRooms:
 
     def get(self, room_id: str) -> LiveRoom | None:
         return self._rooms.get(room_id)
+
+    def rooms(self) -> list[LiveRoom]:
+        return list(self._rooms.values())
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -286,12 +295,52 @@ class LiveRooms:
             del self._loading[room_id]
 
 
+class RoomWatcher:
+    """With several processes: delivers changes whose notification the channel layer lost.
+
+    A channel layer may drop a message (channels-redis does, silently). Versions make a gap
+    visible to the next message, but the last change of a burst has no next message; so every
+    COLLAB_VERSION_POLL_S each process compares its live rooms with the database and, where it
+    is behind, catches up and announces the latest change again (announcing is idempotent:
+    versions already delivered are skipped).
+    """
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+
+    def ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run(), name="room-watcher")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(settings.COLLAB_VERSION_POLL_S)
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("room watcher failed; retrying")
+
+    async def check(self) -> None:
+        rooms = list(live_rooms.rooms())
+        if not rooms:
+            return
+        versions = await _room_versions([live.room_id for live in rooms])
+        for live in rooms:
+            if versions.get(live.room_id, 0) > live.version:
+                await live.reach(versions[live.room_id])
+                if (latest := live.change_at(live.version)) is not None:
+                    await change_announce(live.room_id, latest)
+
+
 live_rooms = LiveRooms()
+room_watcher = RoomWatcher()
 
 
 def live_rooms_reset() -> None:
     """Forget every live room (tests run each case on a fresh database and event loop)."""
     live_rooms.__init__()
+    room_watcher.__init__()
 
 
 # -- changes ---------------------------------------------------------------------------------
@@ -413,6 +462,11 @@ def _commit(room_id: str, expected_version: int, new_text: str, change: Change) 
         if ops.filter(version=change.version).exists():
             raise VersionConflict from None
         raise
+
+
+@database_sync_to_async
+def _room_versions(room_ids: list[str]) -> dict[str, int]:
+    return dict(Room.objects.filter(id__in=room_ids).values_list("id", "version"))
 
 
 @database_sync_to_async

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 logger = logging.getLogger(__name__)
 
-# How often a process confirms its connections are alive.
-PRESENCE_HEARTBEAT_S = 5.0
-# Longer than two heartbeats, so one late heartbeat is not a leave.
-PRESENCE_TTL_S = 15.0
+# How long an entry lives unless its process confirms it again: the bound on how long a user of
+# a killed process stays listed. Heartbeats come three times per TTL, so one late heartbeat is
+# not a leave.
+PRESENCE_TTL_S = float(getattr(settings, "COLLAB_PRESENCE_TTL_S", 15.0))
+PRESENCE_HEARTBEAT_S = PRESENCE_TTL_S / 3
 
 # Distinct, readable on light and dark backgrounds.
 PALETTE = (
@@ -67,7 +71,7 @@ class LocalPresence:
 
     async def enter(self, room_id: str, *, user_id: str, name: str, color: str) -> list[dict]:
         members = self._rooms.setdefault(room_id, {})
-        members[user_id] = Member(user_id, name, color, time.monotonic() + PRESENCE_TTL_S)
+        members[user_id] = Member(user_id, name, color, time.time() + PRESENCE_TTL_S)
         return self._public(members)
 
     async def rename(self, room_id: str, *, user_id: str, name: str) -> list[dict]:
@@ -104,16 +108,18 @@ class LocalPresence:
 
     async def heartbeat(self, alive: dict[str, set[str]]) -> None:
         """Push forward the expiry of the connections this process still serves."""
-        expires_at = time.monotonic() + PRESENCE_TTL_S
+        expires_at = time.time() + PRESENCE_TTL_S
         for room_id, user_ids in alive.items():
             for user_id in user_ids:
                 member = self._rooms.get(room_id, {}).get(user_id)
                 if member is not None:
                     member.expires_at = expires_at
 
-    async def expired(self) -> list[tuple[str, dict]]:
-        """Remove and return (room id, user) for every entry no process has confirmed."""
-        now = time.monotonic()
+    async def expired(self, room_ids: Iterable[str]) -> list[tuple[str, dict]]:
+        """Remove and return (room id, user) for every entry no process has confirmed.
+
+        One process holds every entry here, so every room is swept."""
+        now = time.time()
         gone = []
         for room_id, members in list(self._rooms.items()):
             for user_id, member in list(members.items()):
@@ -129,7 +135,128 @@ class LocalPresence:
         return [member.public() for member in members.values()]
 
 
-presence = LocalPresence()
+class RedisPresence:
+    """Presence shared by every process through Redis (when REDIS_URL is set).
+
+    Per room, a hash holds each user's public entry and cursor, and a sorted set holds each
+    user's expiry time (Unix seconds; processes share a clock source). An entry is listed while
+    its expiry is in the future; taking expired entries is one atomic script, so exactly one
+    process announces each leave.
+    """
+
+    # Keys outlive their last member by a day at most, so abandoned rooms clean themselves up.
+    KEY_TTL_S = 86_400
+
+    _LIVE = """
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')
+    if #ids == 0 then return {} end
+    return redis.call('HMGET', KEYS[1], unpack(ids))
+    """
+    _TAKE_EXPIRED = """
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+    local gone = {}
+    for _, id in ipairs(ids) do
+      redis.call('ZREM', KEYS[2], id)
+      local entry = redis.call('HGET', KEYS[1], id)
+      redis.call('HDEL', KEYS[1], id)
+      if entry then table.insert(gone, entry) end
+    end
+    return gone
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _redis(self) -> Any:
+        # One client per event loop: redis.asyncio connections belong to the loop that made them.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            import redis.asyncio
+
+            self._client = redis.asyncio.Redis.from_url(self.url, decode_responses=True)
+            self._loop = loop
+        return self._client
+
+    @staticmethod
+    def _keys(room_id: str) -> tuple[str, str]:
+        return f"collab:presence:{room_id}:members", f"collab:presence:{room_id}:alive"
+
+    async def enter(self, room_id: str, *, user_id: str, name: str, color: str) -> list[dict]:
+        members, alive = self._keys(room_id)
+        entry = {"id": user_id, "name": name, "color": color, "since": time.time()}
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.hset(members, user_id, json.dumps(entry))
+            pipe.zadd(alive, {user_id: time.time() + PRESENCE_TTL_S})
+            pipe.expire(members, self.KEY_TTL_S)
+            pipe.expire(alive, self.KEY_TTL_S)
+            await pipe.execute()
+        return await self.users(room_id)
+
+    async def rename(self, room_id: str, *, user_id: str, name: str) -> list[dict]:
+        await self._update(room_id, user_id, name=name)
+        return await self.users(room_id)
+
+    async def leave(self, room_id: str, *, user_id: str) -> tuple[bool, list[dict]]:
+        members, alive = self._keys(room_id)
+        async with self._redis().pipeline(transaction=True) as pipe:
+            pipe.zrem(alive, user_id)
+            pipe.hdel(members, user_id)
+            removed, _ = await pipe.execute()
+        return bool(removed), await self.users(room_id)
+
+    async def users(self, room_id: str) -> list[dict]:
+        return [
+            {"id": e["id"], "name": e["name"], "color": e["color"]}
+            for e in await self._live_entries(room_id)
+        ]
+
+    async def set_cursor(
+        self, room_id: str, *, user_id: str, anchor: int, head: int, version: int
+    ) -> None:
+        await self._update(room_id, user_id, cursor=[anchor, head, version])
+
+    async def cursors(self, room_id: str) -> list[dict]:
+        return [
+            {"user": e["id"], "anchor": c[0], "head": c[1], "version": c[2]}
+            for e in await self._live_entries(room_id)
+            if (c := e.get("cursor"))
+        ]
+
+    async def heartbeat(self, alive: dict[str, set[str]]) -> None:
+        expires_at = time.time() + PRESENCE_TTL_S
+        async with self._redis().pipeline(transaction=False) as pipe:
+            for room_id, user_ids in alive.items():
+                if user_ids:
+                    pipe.zadd(self._keys(room_id)[1], dict.fromkeys(user_ids, expires_at), xx=True)
+            await pipe.execute()
+
+    async def expired(self, room_ids: Iterable[str]) -> list[tuple[str, dict]]:
+        """Take the expired entries of the rooms this process serves (their users need the
+        leave); entries of rooms nobody serves stay hidden until someone joins."""
+        gone = []
+        for room_id in room_ids:
+            for raw in await self._redis().eval(
+                self._TAKE_EXPIRED, 2, *self._keys(room_id), time.time()
+            ):
+                entry = json.loads(raw)
+                gone.append(
+                    (room_id, {"id": entry["id"], "name": entry["name"], "color": entry["color"]})
+                )
+        return gone
+
+    async def _live_entries(self, room_id: str) -> list[dict]:
+        raws = await self._redis().eval(self._LIVE, 2, *self._keys(room_id), time.time())
+        entries = [json.loads(raw) for raw in raws if raw]
+        return sorted(entries, key=lambda e: e["since"])
+
+    async def _update(self, room_id: str, user_id: str, **changes: Any) -> None:
+        # Only this user's own connection writes its entry, so read-modify-write is safe.
+        members, _ = self._keys(room_id)
+        raw = await self._redis().hget(members, user_id)
+        if raw is not None:
+            await self._redis().hset(members, user_id, json.dumps({**json.loads(raw), **changes}))
 
 
 # At most ~20 cursor broadcasts a second per user: smooth to watch, never a flood.
@@ -251,7 +378,7 @@ class PresenceKeeper:
             await asyncio.sleep(PRESENCE_HEARTBEAT_S)
             try:
                 await presence.heartbeat(self.local)
-                for room_id, user in await presence.expired():
+                for room_id, user in await presence.expired(list(self.local)):
                     users = await presence.users(room_id)
                     await get_channel_layer().group_send(
                         group_name(room_id),
@@ -262,9 +389,15 @@ class PresenceKeeper:
 
 
 keeper = PresenceKeeper()
+presence: LocalPresence | RedisPresence = (
+    RedisPresence(settings.REDIS_URL) if settings.REDIS_URL else LocalPresence()
+)
 
 
 def presence_reset() -> None:
     """Forget all presence (tests run each case on a fresh event loop)."""
-    presence.__init__()
+    if isinstance(presence, LocalPresence):
+        presence.__init__()
+    else:
+        presence._client = None
     keeper.__init__()

@@ -7,10 +7,10 @@
   redacted before anything is logged.
 """
 
-import re
-
 from daphne.management.commands.runserver import Command as DaphneRunserver
 from daphne.server import Server
+
+from rooms.access import redact_secrets
 
 
 class TunedServer(Server):
@@ -27,17 +27,10 @@ class TunedServer(Server):
         self.ws_factory.setProtocolOptions(failByDrop=False, allowNullOrigin=True)
 
 
-SECRET_QUERY_VALUE = re.compile(r"([?&](?:token|view_token)=)[^&#\s]*", re.IGNORECASE)
-
-
-def redact(path: str) -> str:
-    return SECRET_QUERY_VALUE.sub(r"\1[redacted]", path)
-
-
 class Command(DaphneRunserver):
     server_cls = TunedServer
 
     def log_action(self, protocol: str, action: str, details: dict) -> None:
         if isinstance(details.get("path"), str):
-            details = {**details, "path": redact(details["path"])}
+            details = {**details, "path": redact_secrets(details["path"])}
         super().log_action(protocol, action, details)
