@@ -109,7 +109,8 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Our own in-process layer: a broadcast costs O(room size), not O(process connections).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "rooms.layers.RoomChannelLayer"}}
 
 # A room's code may be 1,048,576 code points; as escaped JSON that can reach 12 bytes each.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
