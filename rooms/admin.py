@@ -19,11 +19,25 @@ class OpInline(admin.TabularInline):
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False  # rooms are created through the API, which issues ids and tokens
+
     list_display = ("id", "name", "private", "version", "users_online", "updated_at")
     list_filter = ("private",)
     search_fields = ("id", "name", "code")
     # Token hashes are never shown: `private` says all an admin needs.
-    readonly_fields = ("id", "private", "version", "created_at", "updated_at", "users_online")
+    # Read-only: every change to a room's text goes through rooms/document.py (versions, op
+    # log, broadcast); an edit here would bypass all three.
+    readonly_fields = (
+        "id",
+        "name",
+        "private",
+        "version",
+        "created_at",
+        "updated_at",
+        "users_online",
+        "code",
+    )
     fields = (
         "id",
         "name",
