@@ -8,6 +8,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -91,7 +92,14 @@ def rooms_collection(request: HttpRequest) -> JsonResponse:
         return response
     if refused := creation_refused(request):
         return refused
-    body = parse_create_body(request.body)
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return json_error(
+            413,
+            f"the body is too large ('code' is limited to {MAX_DOCUMENT_CODE_POINTS} code points)",
+        )
+    body = parse_create_body(raw)
     if isinstance(body, JsonResponse):
         return body
     if body["private"]:

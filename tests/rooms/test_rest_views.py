@@ -355,3 +355,11 @@ def test_get_calls_other_than_create_change_nothing(client, room):
         assert client.get(path).status_code < 500
         assert client.head(path).status_code < 500
     assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_body_over_the_upload_cap_is_413(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"code": "x" * 2000})
+    response = client.post("/rooms", data=body, content_type="application/json")
+    assert response.status_code == 413 and set(response.json()) == {"error"}
