@@ -15,6 +15,7 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
@@ -136,6 +137,16 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.side_tasks: set[asyncio.Task] = set()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs close_old_connections() in the database thread before every message,
+        # which costs a thread hop per delivered broadcast, queued behind the commits. Every
+        # database call here goes through database_sync_to_async, which does that cleanup
+        # itself, so a message that touches no database skips it.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

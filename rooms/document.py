@@ -208,6 +208,8 @@ class LiveRoom:
 
     async def changes_between(self, after: int, through: int) -> list[Change]:
         """Changes with versions in (after, through], from memory or else the op log."""
+        if through <= after:
+            return []
         first = self.change_at(after + 1)
         if first is not None and through <= self.version:
             return [
