@@ -343,6 +343,7 @@ def live_rooms_reset() -> None:
     """Forget every live room (tests run each case on a fresh database and event loop)."""
     live_rooms.__init__()
     room_watcher.__init__()
+    committer.__init__()
 
 
 # -- changes ---------------------------------------------------------------------------------
@@ -439,31 +440,112 @@ async def _duplicate_version(live: LiveRoom, client: str, seq: int) -> int | Non
 # -- database access (one thread; every function is one short transaction) -------------------
 
 
+@dataclass(slots=True)
+class PendingCommit:
+    room_id: str
+    expected_version: int  # the room's version this change was built on
+    new_text: str
+    change: Change
+    done: asyncio.Future
+
+
+class GroupCommitter:
+    """Commits the changes that arrive together, from every room, in one transaction.
+
+    While one transaction is being written, new changes queue; the next transaction takes them
+    all. Under load that turns N transactions and N trips to the database thread into one; a
+    lone change is written at once, so nothing waits when idle. Each change still succeeds or
+    fails on its own, and its future resolves only once its transaction is committed: an ack
+    still means durable.
+    """
+
+    def __init__(self) -> None:
+        self.queue: list[PendingCommit] = []
+        self.writer: asyncio.Task | None = None
+
+    async def commit(
+        self, room_id: str, expected_version: int, new_text: str, change: Change
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        pending = PendingCommit(room_id, expected_version, new_text, change, loop.create_future())
+        self.queue.append(pending)
+        if self.writer is None or self.writer.done() or self.writer.get_loop() is not loop:
+            self.writer = loop.create_task(self._write(), name="group-commit")
+        await pending.done
+
+    async def _write(self) -> None:
+        while self.queue:
+            batch, self.queue = self.queue, []
+            try:
+                outcomes = await _commit_batch(batch)
+            except Exception as error:  # the transaction itself failed: nothing of it landed
+                outcomes = [error] * len(batch)
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                if pending.done.done():
+                    continue  # its submitter went away; the outcome stands regardless
+                if outcome is None:
+                    pending.done.set_result(None)
+                else:
+                    pending.done.set_exception(outcome)
+
+
+committer = GroupCommitter()
+
+
+async def _commit(room_id: str, expected_version: int, new_text: str, change: Change) -> None:
+    await committer.commit(room_id, expected_version, new_text, change)
+
+
 @database_sync_to_async
-def _commit(room_id: str, expected_version: int, new_text: str, change: Change) -> None:
+def _commit_batch(batch: list[PendingCommit]) -> list[Exception | None]:
+    if len(batch) > 1:
+        try:
+            with transaction.atomic():
+                Op.objects.bulk_create([_op_row(p.room_id, p.change) for p in batch])
+                for pending in batch:
+                    _room_advance(pending)
+            return [None] * len(batch)
+        except (IntegrityError, VersionConflict):
+            pass  # one of them lost a race: commit them one by one so the others still land
+    return [_commit_one(pending) for pending in batch]
+
+
+def _commit_one(pending: PendingCommit) -> Exception | None:
+    change = pending.change
     try:
         with transaction.atomic():
-            Op.objects.create(
-                room_id=room_id,
-                version=change.version,
-                op=change.op,
-                user=change.user,
-                client=change.client,
-                seq=change.seq,
-                ts=change.ts,
-            )
-            updated = Room.objects.filter(id=room_id, version=expected_version).update(
-                code=new_text, version=change.version, updated_at=timezone.now()
-            )
-            if updated != 1:
-                raise VersionConflict
-    except IntegrityError:
-        ops = Op.objects.filter(room_id=room_id)
+            _op_row(pending.room_id, change).save(force_insert=True)
+            _room_advance(pending)
+        return None
+    except VersionConflict as conflict:
+        return conflict
+    except IntegrityError as error:
+        ops = Op.objects.filter(room_id=pending.room_id)
         if change.seq is not None and ops.filter(client=change.client, seq=change.seq).exists():
-            raise DuplicateSeq from None
+            return DuplicateSeq()
         if ops.filter(version=change.version).exists():
-            raise VersionConflict from None
-        raise
+            return VersionConflict()
+        return error
+
+
+def _op_row(room_id: str, change: Change) -> Op:
+    return Op(
+        room_id=room_id,
+        version=change.version,
+        op=change.op,
+        user=change.user,
+        client=change.client,
+        seq=change.seq,
+        ts=change.ts,
+    )
+
+
+def _room_advance(pending: PendingCommit) -> None:
+    updated = Room.objects.filter(id=pending.room_id, version=pending.expected_version).update(
+        code=pending.new_text, version=pending.change.version, updated_at=timezone.now()
+    )
+    if updated != 1:
+        raise VersionConflict
 
 
 @database_sync_to_async
