@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from rooms import views
+from rooms import pages, views
 
 # Each route answers with and without a trailing slash, without redirecting.
 urlpatterns = [
@@ -9,4 +9,7 @@ urlpatterns = [
     re_path(r"^rooms/?$", views.rooms_collection, name="rooms"),
     re_path(r"^rooms/(?P<room_id>[^/]+)/history/?$", views.room_history_view, name="room-history"),
     re_path(r"^rooms/(?P<room_id>[^/]+)/?$", views.room_detail_view, name="room-detail"),
+    # The editor page (rooms/pages.py).
+    re_path(r"^$", pages.editor_page, name="editor"),
+    re_path(r"^r/(?P<room_id>[^/]+)/?$", pages.editor_page, name="editor-room"),
 ]

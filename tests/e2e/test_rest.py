@@ -161,7 +161,6 @@ def test_slash_and_no_slash_forms_answer_the_same_without_redirect(http):
         "/index.html",
         "/favicon.ico",
         "/static/missing.css",
-        "/",
     ],
 )
 def test_unknown_url_is_a_json_404_not_html(http, path):
