@@ -25,8 +25,10 @@ def should_warm_up(argv: Sequence[str], environ: Mapping[str, str], under_pytest
         return False
     script = os.path.basename(argv[0]) if argv else ""
     if script in _MANAGE_SCRIPTS:
-        if len(argv) < 2 or argv[1] != "runserver":
+        if len(argv) < 2 or argv[1] not in ("runserver", "serve"):
             return False
+        if argv[1] == "serve":
+            return True  # uvicorn workers inherit the launcher's argv
         # With the autoreloader, the parent only watches files; the child (RUN_MAIN) serves.
         return "--noreload" in argv or environ.get("RUN_MAIN") == "true"
     return True

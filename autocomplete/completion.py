@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import gc
 import inspect
 import keyword
 import logging
@@ -441,6 +442,10 @@ def _warm_up_job() -> None:
             _jedi_completions(code, line, column, locate(code, line, column))
     except Exception:
         logger.exception("autocomplete: Jedi warm-up failed")
+    # Jedi's caches live as long as the process: take them out of the garbage collector's
+    # generations, as collabsite/asgi.py does for everything loaded at start.
+    gc.collect()
+    gc.freeze()
 
 
 def start_warm_up() -> concurrent.futures.Future[None]:

@@ -238,6 +238,7 @@ async def test_the_same_position_in_other_code_is_not_served_from_the_cache(gate
         (["manage.py", "runserver", "--noreload"], {}, True),
         (["/venv/bin/daphne", "collabsite.asgi:application"], {}, True),
         (["/venv/bin/uvicorn", "collabsite.asgi:application"], {}, True),
+        (["manage.py", "serve", "--workers", "2"], {}, True),
     ],
 )
 def test_jedi_warms_up_at_start_for_servers_only(argv, environ, expected):
