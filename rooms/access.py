@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import re
 import secrets
 from typing import TYPE_CHECKING, Literal
 
@@ -22,27 +20,6 @@ if TYPE_CHECKING:
     from rooms.document import LiveRoom
 
 Access = Literal["edit", "view"]
-
-
-# Query values that must never reach a log: private rooms' tokens travel in `?token=`.
-SECRET_QUERY_VALUE = re.compile(r"([?&](?:token|view_token)=)[^&#\s]*", re.IGNORECASE)
-
-
-def redact_secrets(text: str) -> str:
-    """`text` (a URL or a log line) with token values replaced by [redacted]."""
-    return SECRET_QUERY_VALUE.sub(r"\1[redacted]", text)
-
-
-class RedactSecretsFilter(logging.Filter):
-    """Logging filter for access logs (uvicorn's, or any) that print full URLs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                redact_secrets(arg) if isinstance(arg, str) else arg for arg in record.args
-            )
-        record.msg = redact_secrets(str(record.msg))
-        return True
 
 
 def token_new() -> str:

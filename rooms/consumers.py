@@ -9,6 +9,7 @@ text mode, the text at that version. The protocol is described in docs/protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -100,8 +101,9 @@ def query_token(query_string: bytes) -> str | None:
     return values[-1] if values else None
 
 
-def parse_query(query_string: bytes, head_version: int) -> dict[str, Any]:
-    """The connection's query parameters, validated (contract section 3)."""
+def parse_query(query_string: bytes) -> dict[str, Any]:
+    """The connection's query parameters, validated (contract section 3); whether `version`
+    is ahead of the room is checked once the room is caught up."""
     try:
         raw = parse_qs(query_string.decode(), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
@@ -122,10 +124,7 @@ def parse_query(query_string: bytes, head_version: int) -> dict[str, Any]:
         value = params["version"]
         if not value.isascii() or not value.isdigit():
             raise ProtocolError(BAD_MESSAGE, "version must be a non-negative integer")
-        version = int(value)
-        if version > head_version:
-            raise ProtocolError(BAD_MESSAGE, f"version {version} is ahead of {head_version}")
-        parsed["version"] = version
+        parsed["version"] = int(value)
     return parsed
 
 
@@ -137,6 +136,20 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.side_tasks: set[asyncio.Task] = set()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        async def send_unless_gone(message: dict) -> None:
+            # A client that is gone (uvicorn raises ClientDisconnected) is not an error here:
+            # disconnect() follows, and whatever it missed it gets when it resumes.
+            with contextlib.suppress(OSError):
+                await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_unless_gone)
+        finally:
+            # Whatever ended this connection, its presence entry and live room are released.
+            if self.live is not None:
+                await self.disconnect(CLOSE_INTERNAL_ERROR)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs close_old_connections() in the database thread before every message,
@@ -168,7 +181,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.close(CLOSE_FORBIDDEN)
             return
         try:
-            params = parse_query(query_string, self.live.version)
+            params = parse_query(query_string)
         except ProtocolError as error:
             await self.send_error(error)
             await self.close(CLOSE_BAD_REQUEST)
@@ -188,49 +201,61 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         # Changes another process committed before we subscribed reach us through the log.
         async with self.live.lock:
             await self.live.catch_up()
+        if params["version"] is not None and params["version"] > self.live.version:
+            await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
+            await self.send_error(
+                ProtocolError(BAD_MESSAGE, f"version {params['version']} is ahead of the room")
+            )
+            await self.close(CLOSE_BAD_REQUEST)
+            return
         users = await presence.presence.enter(
             room_id, user_id=self.user_id, name=self.name, color=self.color
         )
         presence.keeper.add(room_id, self.user_id)
         self.joined = True
-        self.delivered = self.live.version
-        self.text = self.live.text
+        # Everything in init describes one version, captured before anything else can await:
+        # changes committed meanwhile reach this connection as broadcasts, after init.
+        head, self.text = self.live.version, self.live.text
+        self.delivered = head
         init = {
             "type": "init",
             "room_id": room_id,
             "user_id": self.user_id,
             "name": self.name,
-            "code": self.live.text,
-            "version": self.live.version,
+            "code": self.text,
+            "version": head,
             "users": users,
-            "cursors": await self.cursors_now(),
+            "cursors": await self.cursors_at(head),
         }
         if self.mode == "ops" and params["version"] is not None:
             # Resume: everything after the client's version, its own in-flight op included.
-            changes = await self.live.changes_between(params["version"], self.live.version)
+            changes = await self.live.changes_between(params["version"], head)
             init["ops"] = [change.entry() for change in changes]
         await self.send_json(init)
         await self.announce("room.join", users)
 
     async def disconnect(self, code: int) -> None:
-        if self.live is None:
+        live = self.live
+        if live is None:
             return
-        room_id = self.live.room_id
         for task in self.side_tasks:
             task.cancel()
         if getattr(self, "idle_timer", None) is not None:
             self.idle_timer.cancel()
-        if self.joined:
-            self.cursor.stop()
-            await self.typing.stop()
-            self.joined = False
-            await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
-            presence.keeper.discard(room_id, self.user_id)
-            removed, users = await presence.presence.leave(room_id, user_id=self.user_id)
-            if removed:
-                await self.announce("room.leave", users)
-        document.live_rooms.release(self.live)
-        self.live = None
+        try:
+            if self.joined:
+                self.joined = False
+                self.cursor.stop()
+                # First, so the heartbeat stops vouching for us even if a step below fails.
+                presence.keeper.discard(live.room_id, self.user_id)
+                await self.typing.stop()
+                await self.channel_layer.group_discard(group_name(live.room_id), self.channel_name)
+                removed, users = await presence.presence.leave(live.room_id, user_id=self.user_id)
+                if removed:
+                    await self.announce("room.leave", users)
+        finally:
+            self.live = None
+            document.live_rooms.release(live)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -444,20 +469,17 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 {"type": "typing", "user": event["user"], "typing": event["typing"]}
             )
 
-    async def cursors_now(self) -> list[dict[str, Any]]:
-        """Every connected user's last cursor, moved to the head version (for init)."""
+    async def cursors_at(self, version: int) -> list[dict[str, Any]]:
+        """Every connected user's last cursor, moved to `version` (for init)."""
         cursors = []
         for cursor in await presence.presence.cursors(self.live.room_id):
+            if cursor["version"] > version:
+                continue  # set on a newer version than ours: its next move reaches us anyway
             anchor, head = await self.live.position_moved(
-                [cursor["anchor"], cursor["head"]], cursor["version"], self.live.version
+                [cursor["anchor"], cursor["head"]], cursor["version"], version
             )
             cursors.append(
-                {
-                    "user": cursor["user"],
-                    "anchor": anchor,
-                    "head": head,
-                    "version": self.live.version,
-                }
+                {"user": cursor["user"], "anchor": anchor, "head": head, "version": version}
             )
         return cursors
 

@@ -10,7 +10,7 @@
 from daphne.management.commands.runserver import Command as DaphneRunserver
 from daphne.server import Server
 
-from rooms.access import redact_secrets
+from rooms.logs import redact_secrets
 
 
 class TunedServer(Server):

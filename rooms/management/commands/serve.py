@@ -14,7 +14,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from rooms.access import RedactSecretsFilter
+from rooms.logs import RedactSecretsFilter
 
 # Above the protocol's 1 MiB message limit, so oversized edits get `too_large` from the
 # application; frames beyond this close with 1009.
@@ -59,7 +59,7 @@ def uvicorn_log_config() -> dict:
     from uvicorn.config import LOGGING_CONFIG
 
     config = {**LOGGING_CONFIG}
-    config["filters"] = {"redact": {"()": "rooms.access.RedactSecretsFilter"}}
+    config["filters"] = {"redact": {"()": "rooms.logs.RedactSecretsFilter"}}
     config["handlers"] = {
         name: {**handler, "filters": ["redact"]}
         for name, handler in LOGGING_CONFIG["handlers"].items()
