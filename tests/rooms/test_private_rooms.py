@@ -117,7 +117,7 @@ async def test_view_token_reads_everything_but_every_edit_is_forbidden(private):
 
 
 def test_tokens_are_redacted_from_access_logs():
-    from rooms.access import redact_secrets as redact
+    from rooms.logs import redact_secrets as redact
 
     assert redact("/rooms/abc?token=s3cret&x=1") == "/rooms/abc?token=[redacted]&x=1"
     assert redact("/ws/abc?mode=ops&token=s3cret") == "/ws/abc?mode=ops&token=[redacted]"
