@@ -1,0 +1,223 @@
+"""Write our sections of docs/benchmarks.md from a results file, leaving every other section
+(e.g. `## Autocomplete`, owned by another team) exactly as it is.
+
+    python -m bench.docs [bench/results/latest.json]
+
+Sections written: `## Method`, `## Results`, `## Profile`. A `### Findings` subsection under
+`## Profile` is hand-written analysis: it is kept across rewrites.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
+OURS = ("Method", "Results", "Profile")
+FINDINGS = "### Findings"
+
+
+def split_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """(preamble, [(title, body including its heading line)]) on `## ` headings."""
+    preamble = ""
+    sections = []
+    for part in re.split(r"(?m)^(?=## )", text):
+        if part.startswith("## "):
+            sections.append((part.splitlines()[0][3:].strip(), part))
+        else:
+            preamble += part
+    return preamble, sections
+
+
+def method(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    g = results["generator"]
+    code = results.get("code", {})
+    dirty = (
+        f", with uncommitted changes in {len(code.get('uncommitted', []))} server files"
+        if code.get("uncommitted")
+        else ""
+    )
+    pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    uvicorn_cmd = results.get("commands", {}).get("uvicorn") or "manage.py serve --workers 1"
+    return f"""## Method
+
+Measured {results["date"]} ({results["mode"]} run, {results["elapsed_s"]:.0f} s) on the project
+machine: {m["cores"]} cores / {m["memory_gib"]:.0f} GiB ({m["cpu_model"] or "unknown CPU"}), Linux
+{m["kernel"]}, Python {m["python"]}; {pkgs}. Server code: commit {code.get("commit", "?")}{dirty}.
+
+Run everything with one command from the project root (venv active):
+
+```
+python -m bench --quick        # ~2-3 minutes: floor + daphne, short windows, no profile
+python -m bench --write-docs   # full run (< 15 minutes): floor, daphne, uvicorn, py-spy profiles
+python bench/plot.py           # re-plot docs/benchmarks-latency.png from bench/results/latest.json
+```
+
+Requirements beyond requirements.txt (bench only): `pip install -r bench/requirements.txt`
+(psutil, py-spy, matplotlib). Results: `bench/results/bench-<time>.json` (gitignored) and the plot
+`docs/benchmarks-latency.png`.
+
+- **Servers**, one at a time, each a subprocess on 127.0.0.1 with a fresh SQLite database:
+  the *floor* (`bench/floor_server.py`: bare `websockets` {m["packages"].get("websockets", "")}, no
+  database, no OT, relays ops and full texts, same message shapes); *daphne* = our server as users
+  start it (`manage.py runserver --noreload` through `tests/e2e/server.py`'s LiveServer); *uvicorn*
+  = the same ASGI app under uvicorn, started as `{uvicorn_cmd}` (uvloop, httptools,
+  websockets-sansio). The rate limiter is raised (`COLLAB_RATE_BURST`,
+  `COLLAB_RATE_PER_S`) so it is never what is measured. Clients negotiate no compression.
+- **Load generator**: {g["workers"]} worker processes (multiprocessing, spawned) running
+  asyncio `websockets` clients{" on uvloop" if g["uvloop"] else ""}; each reports its own CPU over
+  the measured window (`generator cores`), and each window also records the CPU used by the
+  rest of the machine (`other_cores`: the machine is shared with other work). Edits are sent
+  open-loop on a fixed schedule. **Latency is measured on one clock**: each edit carries
+  `t=<time.monotonic_ns()>` in its text (the inserted string in ops mode, the code's first
+  line in text mode); CLOCK_MONOTONIC is system-wide on Linux, so the receiving process
+  subtracts it from its own clock. Missing = edits sent minus distinct edits received by each
+  other member of the room, after a drain of up to {s["drain_s"]:g} s (ended by 1 s of quiet).
+- **Server CPU**: user+system time of the server process tree (psutil) sampled at the
+  window's edges; CPU per edit divides by the acks that arrived inside the window (the work
+  actually done, also under overload); CPU per delivered message divides by the deliveries
+  inside the window. Each scenario (and each capacity step) runs on a fresh server process,
+  started once it is quiet (our server warms Jedi up at start).
+- **Scenarios** ({"quick" if s["quick"] else "full"} settings): `pingpong` {s["pings"]}
+  sequential pings; `rooms` {s["rooms"]} rooms x 2 users x {s["rooms_rate"]:g} edits/s each
+  (= {s["rooms"] * 2 * s["rooms_rate"]:g} edits/s), text mode (a {s["text_doc_bytes"]} B
+  document, full-text `sync_code`) and ops mode (inserts), {s["rooms_s"]:g} s window after
+  {s["rooms_warm_s"]:g} s warm-up; `fanout` 1 room x {s["fanout_users"]} users, one writer at
+  {s["fanout_rate"]:g} edits/s, {s["fanout_s"]:g} s; `idle` {s["idle_conns"]} connections in
+  rooms of {s["idle_room_size"]}, RSS delta per connection and CPU over {s["idle_s"]:g} s;
+  `capacity` ops mode, {s["rooms"]} rooms x 2 users, total rate from {s["cap_start"]:g}
+  edits/s x{s["cap_factor"]:g} per step ({s["cap_s"]:g} s windows) until p99 fan-out >
+  {s["cap_p99_ms"]:g} ms or a delivery is missing, then {s["cap_refine"]} bisection steps;
+  projected capacity at one core = committed edits/s / server cores at the highest rate
+  held; `join` {s["joins"]} sequential connect-to-`init` times for a room holding
+  {s["join_bytes"] // 1024} KB of code, with another user connected (room live in memory) and
+  with nobody (room loaded from the database).
+- **Targets** (issue 8), as ratios to the floor of the same run: fanout CPU per delivered
+  message <= 1.8x; rooms fan-out p50 <= 1.5x and 0 missing; projected capacity >= 0.75x; RSS per
+  idle connection <= 1.5x; idle CPU with 2,000 connections ~0
+  (<= {report.IDLE_CPU_MAX_CORES} cores); join of 100 KB p50 <= 10 ms.
+"""
+
+
+def results_section(results: dict[str, Any]) -> str:
+    header, rows = report.comparison_rows(results)
+    cheader, crows = report.check_rows(results)
+    caps = []
+    for name, scen in results["targets"].items():
+        cap = scen.get("capacity") or {}
+        if "stop_reason" in cap:
+            caps.append(f"- {name}: {cap['stop_reason']}")
+    return f"""## Results
+
+{results["date"][:10]}, {results["mode"]} run. Ratios are ours / floor in the same run (lower is
+better for times, CPU and memory; higher is better for rates).
+
+{report.md_table(header, rows)}
+
+### Targets
+
+{report.md_table(cheader, crows)}
+
+### Measurement health
+
+{report.md_table(*report.health_rows(results))}
+
+### Capacity steps
+
+{chr(10).join(caps)}
+
+![fan-out latency against offered load](benchmarks-latency.png)
+"""
+
+
+def profile_section(results: dict[str, Any], findings: str) -> str:
+    parts = ["## Profile", ""]
+    profiles = results.get("profiles") or {}
+    if not profiles:
+        parts.append("No profile in this run (`python -m bench --profile`).")
+    for server, runs in profiles.items():
+        for scenario, summary in runs.items():
+            parts.append(f"### {server}, {scenario}")
+            parts.append("")
+            if "error" in summary:
+                parts.append(f"py-spy failed: `{summary['error'][-200:]}`")
+                parts.append("")
+                continue
+            parts.append(
+                f"py-spy, {summary['duration_s']:g} s at {summary['rate_hz']} Hz: "
+                f"{summary['samples']} busy samples (~{summary['busy_threads_avg']} busy threads; "
+                f"{summary.get('idle_samples_dropped', 0)} idle-wait samples dropped). Threads: "
+                + ", ".join(f"{k} {v:.0%}" for k, v in summary["threads"].items())
+                + ". By component of the leaf frame: "
+                + ", ".join(f"{k} {v:.0%}" for k, v in list(summary["components"].items())[:7])
+                + "."
+            )
+            parts.append("")
+            parts.append("| # | self time | frame | total time | frame |")
+            parts.append("|---:|---:|---|---:|---|")
+            for i in range(max(len(summary["self_top"]), len(summary["total_top"]))):
+                a = (
+                    summary["self_top"][i]
+                    if i < len(summary["self_top"])
+                    else {"share": None, "frame": ""}
+                )
+                b = (
+                    summary["total_top"][i]
+                    if i < len(summary["total_top"])
+                    else {"share": None, "frame": ""}
+                )
+                fa = f"{a['share']:.1%}" if a["share"] is not None else ""
+                fb = f"{b['share']:.1%}" if b["share"] is not None else ""
+                parts.append(f"| {i + 1} | {fa} | `{a['frame']}` | {fb} | `{b['frame']}` |")
+            parts.append("")
+    if findings:
+        parts.append(findings.rstrip() + "\n")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write(results: dict[str, Any], path: Path = DOC) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    preamble, sections = split_sections(text)
+    if not preamble.strip():
+        preamble = "# Benchmarks\n\n"
+    existing = dict(sections)
+    findings = ""
+    old_profile = existing.get("Profile", "")
+    if FINDINGS in old_profile:
+        findings = old_profile[old_profile.index(FINDINGS) :]
+    new = {
+        "Method": method(results),
+        "Results": results_section(results),
+        "Profile": profile_section(results, findings),
+    }
+    out_sections = []
+    seen = set()
+    for title, body in sections:
+        if title in new:
+            out_sections.append(new[title].rstrip() + "\n\n")
+            seen.add(title)
+        else:
+            out_sections.append(body if body.endswith("\n\n") else body.rstrip("\n") + "\n\n")
+    for title in OURS:
+        if title not in seen:
+            out_sections.append(new[title].rstrip() + "\n\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((preamble.rstrip("\n") + "\n\n" + "".join(out_sections)).rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    source = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else PROJECT_ROOT / "bench" / "results" / "latest.json"
+    )
+    write(json.loads(source.read_text()))
+    print(DOC)

@@ -1,0 +1,249 @@
+"""Turning results into the comparison table (ours vs the floor, as ratios), the target checks
+(PASS/FAIL) and the markdown for docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (scenario key, metric key, label, unit)
+METRICS: list[tuple[str, str, str, str]] = [
+    ("pingpong", "rtt_p50_ms", "pingpong RTT p50", "ms"),
+    ("pingpong", "rtt_p99_ms", "pingpong RTT p99", "ms"),
+    ("rooms_text", "fanout_p50_ms", "rooms text: fan-out p50", "ms"),
+    ("rooms_text", "fanout_p90_ms", "rooms text: fan-out p90", "ms"),
+    ("rooms_text", "fanout_p99_ms", "rooms text: fan-out p99", "ms"),
+    ("rooms_text", "ack_p50_ms", "rooms text: ack p50", "ms"),
+    ("rooms_text", "ack_p99_ms", "rooms text: ack p99", "ms"),
+    ("rooms_text", "missing", "rooms text: missing deliveries", ""),
+    ("rooms_text", "server_cpu_per_edit_us", "rooms text: server CPU / edit", "µs"),
+    ("rooms_text", "server_cores", "rooms text: server CPU", "cores"),
+    ("rooms_ops", "fanout_p50_ms", "rooms ops: fan-out p50", "ms"),
+    ("rooms_ops", "fanout_p90_ms", "rooms ops: fan-out p90", "ms"),
+    ("rooms_ops", "fanout_p99_ms", "rooms ops: fan-out p99", "ms"),
+    ("rooms_ops", "ack_p50_ms", "rooms ops: ack p50", "ms"),
+    ("rooms_ops", "ack_p99_ms", "rooms ops: ack p99", "ms"),
+    ("rooms_ops", "missing", "rooms ops: missing deliveries", ""),
+    ("rooms_ops", "server_cpu_per_edit_us", "rooms ops: server CPU / edit", "µs"),
+    ("rooms_ops", "server_cores", "rooms ops: server CPU", "cores"),
+    ("fanout_ops", "server_cpu_per_delivery_us", "fanout ops: server CPU / delivered msg", "µs"),
+    ("fanout_ops", "fanout_p50_ms", "fanout ops: fan-out p50", "ms"),
+    ("fanout_ops", "fanout_p99_ms", "fanout ops: fan-out p99", "ms"),
+    ("fanout_ops", "missing", "fanout ops: missing deliveries", ""),
+    ("fanout_text", "server_cpu_per_delivery_us", "fanout text: server CPU / delivered msg", "µs"),
+    ("fanout_text", "fanout_p50_ms", "fanout text: fan-out p50", "ms"),
+    ("fanout_text", "fanout_p99_ms", "fanout text: fan-out p99", "ms"),
+    ("fanout_text", "missing", "fanout text: missing deliveries", ""),
+    ("idle", "rss_per_conn_kb", "idle: RSS / connection", "KiB"),
+    ("idle", "idle_cpu_cores", "idle: server CPU, 2,000 idle conns", "cores"),
+    ("idle", "connects_per_s", "idle: connections opened / s", "/s"),
+    ("capacity", "held_edits_s", "capacity: highest rate held", "edits/s"),
+    ("capacity", "held_cpu_per_edit_us", "capacity: server CPU / edit there", "µs"),
+    ("capacity", "held_server_cores", "capacity: server CPU there", "cores"),
+    ("capacity", "projected_edits_s_per_core", "capacity: projected at one core", "edits/s"),
+    ("join", "warm_p50_ms", "join 100 KB (room live): p50", "ms"),
+    ("join", "warm_p99_ms", "join 100 KB (room live): p99", "ms"),
+    ("join", "cold_p50_ms", "join 100 KB (room loaded from DB): p50", "ms"),
+    ("join", "cold_p99_ms", "join 100 KB (room loaded from DB): p99", "ms"),
+]
+
+IDLE_CPU_MAX_CORES = 0.01  # "~0": under 1% of one core
+
+
+def get(results: dict, target: str, scenario: str, metric: str) -> Any:
+    return results.get("targets", {}).get(target, {}).get(scenario, {}).get(metric)
+
+
+def ratio(ours: Any, floor: Any) -> float | None:
+    if not isinstance(ours, (int, float)) or not isinstance(floor, (int, float)) or floor == 0:
+        return None
+    return round(ours / floor, 2)
+
+
+def checks(results: dict, target: str) -> list[dict[str, Any]]:
+    """The issue's targets for one of our servers, each with its figures and PASS/FAIL."""
+    out = []
+
+    def add(name: str, value: Any, floor: Any, limit: str, passed: bool | None) -> None:
+        out.append(
+            {
+                "target": name,
+                "ours": value,
+                "floor": floor,
+                "ratio": ratio(value, floor),
+                "limit": limit,
+                "result": "n/a" if passed is None else ("PASS" if passed else "FAIL"),
+            }
+        )
+
+    def ratio_check(name: str, scenario: str, metric: str, op: str, limit: float) -> None:
+        ours, floor = (
+            get(results, target, scenario, metric),
+            get(results, "floor", scenario, metric),
+        )
+        r = ratio(ours, floor)
+        passed = None if r is None else (r <= limit if op == "<=" else r >= limit)
+        add(name, ours, floor, f"{op} {limit}x floor", passed)
+
+    for mode in ("ops", "text"):
+        if f"fanout_{mode}" in results.get("targets", {}).get(target, {}):
+            ratio_check(
+                f"fanout {mode}: server CPU / delivered msg",
+                f"fanout_{mode}",
+                "server_cpu_per_delivery_us",
+                "<=",
+                1.8,
+            )
+    for mode in ("text", "ops"):
+        ratio_check(f"rooms {mode}: fan-out p50", f"rooms_{mode}", "fanout_p50_ms", "<=", 1.5)
+        missing = get(results, target, f"rooms_{mode}", "missing")
+        add(
+            f"rooms {mode}: missing deliveries",
+            missing,
+            get(results, "floor", f"rooms_{mode}", "missing"),
+            "== 0",
+            None if missing is None else missing == 0,
+        )
+    ratio_check(
+        "capacity: projected edits/s at one core",
+        "capacity",
+        "projected_edits_s_per_core",
+        ">=",
+        0.75,
+    )
+    ratio_check("idle: RSS per connection", "idle", "rss_per_conn_kb", "<=", 1.5)
+    idle = get(results, target, "idle", "idle_cpu_cores")
+    add(
+        "idle: CPU with 2,000 connections",
+        idle,
+        get(results, "floor", "idle", "idle_cpu_cores"),
+        f"<= {IDLE_CPU_MAX_CORES} cores",
+        None if idle is None else idle <= IDLE_CPU_MAX_CORES,
+    )
+    for label, key in (("room live", "warm"), ("loaded from DB", "cold")):
+        value = get(results, target, "join", f"{key}_p50_ms")
+        add(
+            f"join 100 KB ({label}): p50",
+            value,
+            get(results, "floor", "join", f"{key}_p50_ms"),
+            "<= 10 ms",
+            None if value is None else value <= 10,
+        )
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def ours_names(results: dict) -> list[str]:
+    return [name for name in results.get("targets", {}) if name != "floor"]
+
+
+def comparison_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    ours = ours_names(results)
+    header = ["metric", "floor"]
+    for name in ours:
+        header += [name, f"{name}/floor"]
+    rows = []
+    for scenario, metric, label, unit in METRICS:
+        values = [get(results, t, scenario, metric) for t in ["floor", *ours]]
+        if all(v is None for v in values):
+            continue
+        row = [f"{label} ({unit})" if unit else label, _fmt(values[0])]
+        for value in values[1:]:
+            row += [_fmt(value), _fmt(ratio(value, values[0]))]
+        rows.append(row)
+    return header, rows
+
+
+def text_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            str(c).ljust(w) if i < left else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def check_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["server", "target", "ours", "floor", "ratio", "limit", "result"]
+    rows = []
+    for name in ours_names(results):
+        for c in checks(results, name):
+            rows.append(
+                [
+                    name,
+                    c["target"],
+                    _fmt(c["ours"]),
+                    _fmt(c["floor"]),
+                    _fmt(c["ratio"]),
+                    c["limit"],
+                    c["result"],
+                ]
+            )
+    return header, rows
+
+
+def scenario_table(scenario: str, result: dict) -> str:
+    """The small human table printed after each scenario run."""
+    keys = [(k, v) for k, v in result.items() if not isinstance(v, (list, dict))]
+    width = max((len(k) for k, _ in keys), default=10)
+    return "\n".join(f"    {k.ljust(width)}  {_fmt(v)}" for k, v in keys)
+
+
+def _load_runs(scenario_results: dict) -> list[tuple[str, dict]]:
+    runs = []
+    for key, result in scenario_results.items():
+        if not isinstance(result, dict):
+            continue
+        if "generator_max_core" in result:
+            runs.append((key, result))
+        for step in result.get("steps", []):
+            runs.append((f"{key}[{step.get('offered_edits_s')}]", step))
+    return runs
+
+
+def health_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Was the measurement sound? The generator's busiest worker, the CPU other work on the
+    machine took during the windows, and drains that gave up while deliveries still came."""
+    header = ["server", "generator max (cores/worker)", "other load max (cores)", "drain capped in"]
+    rows = []
+    for name, scenario_results in results.get("targets", {}).items():
+        runs = _load_runs(scenario_results)
+        if not runs:
+            continue
+        gen = max(runs, key=lambda r: r[1].get("generator_max_core") or 0)
+        other = max(runs, key=lambda r: r[1].get("other_cores") or 0)
+        capped = [key for key, r in runs if r.get("drain_capped")]
+        rows.append(
+            [
+                name,
+                f"{_fmt(gen[1].get('generator_max_core'))} ({gen[0]})",
+                f"{_fmt(other[1].get('other_cores'))} ({other[0]})",
+                ", ".join(capped) or "-",
+            ]
+        )
+    return header, rows

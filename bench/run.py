@@ -1,0 +1,390 @@
+"""Run every benchmark against the floor and our server(s) in one go.
+
+    python -m bench            # full run (< 15 min): floor, daphne, uvicorn, profiles
+    python -m bench --quick    # ~2 min: floor and daphne, short windows, no profile
+    python bench/run.py ...    # the same
+
+Each scenario prints one JSON line (prefixed `BENCH `) and a small table; the end prints the
+comparison (ours / floor in the same run) and the issue's targets with PASS/FAIL. Results go to
+bench/results/bench-<UTC time>.json (and latest.json); the capacity plot to
+docs/benchmarks-latency.png; `--write-docs` also rewrites our sections of docs/benchmarks.md.
+Everything talks to 127.0.0.1 only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from bench import report, scenarios  # noqa: E402
+from bench.loadgen import WorkerPool  # noqa: E402
+from bench.profile import Recorder, format_summary, py_spy_available  # noqa: E402
+from bench.targets import DaphneTarget, FloorTarget, UvicornTarget, uvicorn_available  # noqa: E402
+
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+# idle runs last: 2,000 connections closing leave the in-memory channel layer with stale
+# queues for its 60 s message expiry, which slows every later message (see docs/benchmarks.md).
+SCENARIOS = ["pingpong", "join", "rooms", "fanout", "capacity", "idle"]
+
+
+def log(*args: Any) -> None:
+    print(*args, flush=True)
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """2,000 connections need more than the usual 1,024 descriptors; servers and workers are
+    spawned after this and inherit the raised soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in (
+        "websockets",
+        "daphne",
+        "channels",
+        "Django",
+        "Twisted",
+        "autobahn",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "psutil",
+        "py-spy",
+        "matplotlib",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "packages": versions,
+    }
+
+
+def code_state(ref: str | None = None) -> dict[str, Any]:
+    """Which server code was measured: other work may be in progress in the tree."""
+    import hashlib
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    paths = ["rooms", "collabsite", "manage.py", "autocomplete"]
+    if ref is not None:
+        return {"commit": git("rev-parse", "--short", ref), "uncommitted": [], "diff_sha1": None}
+    diff = git("diff", "HEAD", "--", *paths)
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": [
+            line for line in git("status", "--porcelain", "--", *paths).splitlines() if line
+        ],
+        "diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:12] if diff else None,
+    }
+
+
+def emit(target: str, scenario: str, result: dict[str, Any]) -> None:
+    log("BENCH " + json.dumps({"target": target, "scenario": scenario, **result}, default=str))
+    if "steps" not in result:
+        log(report.scenario_table(scenario, result))
+    else:
+        log(report.scenario_table(scenario, {k: v for k, v in result.items() if k != "steps"}))
+
+
+def run_target(
+    target, pool: WorkerPool, s: scenarios.Settings, wanted: list[str], profile: bool, out_dir: Path
+) -> tuple[dict, dict]:
+    results: dict[str, Any] = {}
+    profiles: dict[str, Any] = {}
+    started = time.monotonic()
+    log(f"\n=== {target.label} ===")
+    target.start()
+    log(f"  pid {target.pid}, {target.ws_base}, quiet after {target.settle():.1f} s")
+    try:
+        plan: list[tuple[str, Any]] = []
+        for name in [x for x in SCENARIOS if x in wanted]:
+            if name == "rooms":
+                plan += [("rooms_text", lambda: scenarios.scenario_rooms(target, pool, s, "text"))]
+                plan += [("rooms_ops", lambda: scenarios.scenario_rooms(target, pool, s, "ops"))]
+            elif name == "fanout":
+                for mode in s.fanout_modes:
+                    plan.append(
+                        (
+                            f"fanout_{mode}",
+                            lambda mode=mode: scenarios.scenario_fanout(target, pool, s, mode),
+                        )
+                    )
+            elif name == "pingpong":
+                plan.append(("pingpong", lambda: scenarios.scenario_pingpong(target, pool, s)))
+            elif name == "idle":
+                plan.append(("idle", lambda: scenarios.scenario_idle(target, pool, s)))
+            elif name == "join":
+                plan.append(("join", lambda: scenarios.scenario_join(target, pool, s)))
+            elif name == "capacity":
+                plan.append(("capacity", lambda: scenarios.scenario_capacity(target, pool, s, log)))
+        for index, (key, func) in enumerate(plan):
+            t = time.monotonic()
+            if index:
+                target.restart()  # every scenario on a fresh server process
+            log(f"  -- {key} (pid {target.pid})")
+            try:
+                results[key] = func()
+            except Exception:
+                results[key] = {"error": traceback.format_exc()}
+                log(results[key]["error"])
+            results[key]["elapsed_s"] = round(time.monotonic() - t, 1)
+            results[key]["server_settle_s"] = target.settle_s
+            emit(target.name, key, results[key])
+        if profile:
+            profiles = run_profiles(target, pool, s, out_dir)
+    finally:
+        target.stop()
+        if hasattr(target, "close"):
+            target.close()
+    log(f"  {target.name} done in {time.monotonic() - started:.0f} s")
+    return results, profiles
+
+
+def run_profiles(target, pool: WorkerPool, s: scenarios.Settings, out_dir: Path) -> dict[str, Any]:
+    """py-spy on the server during fanout (ops) and rooms (ops, text); separate runs, so the
+    sampler's overhead never touches the figures in the table."""
+    out: dict[str, Any] = {}
+    runs = [
+        (
+            "fanout_ops",
+            lambda hook, d: scenarios.scenario_fanout(
+                target, pool, s, "ops", on_window=hook, duration_s=d, drain_s=5
+            ),
+        ),
+        ("rooms_ops", lambda hook, d: _rooms_profiled(target, pool, s, "ops", hook, d)),
+        ("rooms_text", lambda hook, d: _rooms_profiled(target, pool, s, "text", hook, d)),
+    ]
+    for key, func in runs:
+        target.restart()
+        log(f"  -- profile {key} ({s.profile_s:.0f} s of py-spy, pid {target.pid})")
+        recorder: dict[str, Recorder] = {}
+        raw = out_dir / f"pyspy-{target.name}-{key}.txt"
+
+        def hook(duration_s: float, raw=raw, recorder=recorder) -> None:
+            recorder["r"] = Recorder(target.pid, raw, s.profile_s)
+
+        try:
+            func(hook, s.profile_s + 2)
+            summary = (
+                recorder["r"].finish() if "r" in recorder else {"error": "py-spy never started"}
+            )
+        except Exception:
+            summary = {"error": traceback.format_exc()}
+        out[key] = summary
+        log(format_summary(f"  {target.name} {key}", summary))
+    return out
+
+
+def _rooms_profiled(target, pool, s, mode, hook, duration_s):
+    rooms = scenarios.create_rooms(target, s.rooms)
+    return scenarios.run_load(
+        target,
+        pool,
+        s,
+        rooms=rooms,
+        users_per_room=2,
+        writers_per_room=2,
+        rate=s.rooms_rate,
+        mode=mode,
+        warm_s=1.0,
+        duration_s=duration_s,
+        doc=scenarios.code_text(s.text_doc_bytes) if mode == "text" else "",
+        on_window=hook,
+        drain_s=5,  # the profile is the result: an overloaded server's backlog is not waited out
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmarks: our server vs a bare-websockets floor."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="~2 minute run: short windows, floor + daphne, no profile",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="load-generator processes (default 2)"
+    )
+    parser.add_argument(
+        "--targets",
+        default=None,
+        help="comma list of floor,daphne,uvicorn (default: all; --quick: floor,daphne)",
+    )
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {','.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--profile",
+        dest="profile",
+        action="store_true",
+        default=None,
+        help="py-spy the servers (default: on in full mode)",
+    )
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument(
+        "--profile-targets",
+        default="daphne",
+        help="which of our servers to profile (default daphne)",
+    )
+    parser.add_argument(
+        "--no-uvloop", action="store_true", help="generator workers on the stock asyncio loop"
+    )
+    parser.add_argument(
+        "--write-docs", action="store_true", help="rewrite our sections of docs/benchmarks.md"
+    )
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--ref",
+        default=None,
+        help="benchmark this git commit of the server "
+        "(default: a copy of the working tree taken at start)",
+    )
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    fd_limit = raise_fd_limit()
+    s = scenarios.Settings.for_mode(args.quick, args.workers)
+    names = (args.targets or ("floor,daphne" if args.quick else "floor,daphne,uvicorn")).split(",")
+    if "uvicorn" in names and not uvicorn_available():
+        log("uvicorn is not installed: skipping it (pip install 'uvicorn[standard]')")
+        names.remove("uvicorn")
+    if "floor" not in names:
+        names.insert(0, "floor")  # every figure is a ratio to the floor of the same run
+    wanted = [x for x in args.scenarios.split(",") if x]
+    unknown = set(wanted) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}")
+    profile = (not args.quick) if args.profile is None else args.profile
+    if profile and not py_spy_available():
+        log("py-spy is not installed: no profile (pip install py-spy)")
+        profile = False
+    profile_targets = set(args.profile_targets.split(","))
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = RESULTS_DIR / f"run-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_root = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    from bench.targets import snapshot_code
+
+    code_root = snapshot_code(args.ref, data_root / "code")
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine_info(),
+        "code": {**code_state(args.ref), "measured": args.ref or "working tree (copied at start)"},
+        "settings": {k: v for k, v in vars(s).items() if k != "extra"},
+        "generator": {"workers": args.workers, "uvloop": not args.no_uvloop, "fd_limit": fd_limit},
+        "targets": {},
+        "profiles": {},
+    }
+    log(
+        f"bench {results['mode']}: targets {names}, scenarios {wanted}, "
+        f"{args.workers} generator workers, {results['machine']['cores']} cores, "
+        f"fd limit {fd_limit[0]}"
+    )
+    pool = WorkerPool(args.workers, use_uvloop=not args.no_uvloop)
+    try:
+        for name in names:
+            if name == "floor":
+                target = FloorTarget()
+            elif name == "daphne":
+                target = DaphneTarget(data_root / "daphne", code_root)
+            elif name == "uvicorn":
+                target = UvicornTarget(data_root / "uvicorn", code_root)
+            else:
+                parser.error(f"unknown target {name}")
+            res, prof = run_target(
+                target, pool, s, wanted, profile and name in profile_targets, run_dir
+            )
+            results["targets"][name] = res
+            results.setdefault("commands", {})[name] = getattr(target, "command", "") or {
+                "floor": "python bench/floor_server.py",
+                "daphne": "manage.py runserver --noreload (tests/e2e/server.py LiveServer)",
+            }.get(name, "")
+            if prof:
+                results["profiles"][name] = prof
+    finally:
+        pool.close()
+        shutil.rmtree(data_root, ignore_errors=True)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["checks"] = {name: report.checks(results, name) for name in report.ours_names(results)}
+
+    path = RESULTS_DIR / f"bench-{stamp}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+
+    header, rows = report.comparison_rows(results)
+    log("\n=== Results (ratios are ours / floor, same run) ===")
+    log(report.text_table(header, rows))
+    header, rows = report.check_rows(results)
+    log("\n=== Targets ===")
+    log(report.text_table(header, rows, left=2))
+    header, rows = report.health_rows(results)
+    log("\n=== Measurement health ===")
+    log(report.text_table(header, rows, left=4))
+    log(f"\nresults: {path.relative_to(PROJECT_ROOT)}  ({results['elapsed_s']:.0f} s)")
+
+    if not args.no_plot and "capacity" in wanted:
+        try:
+            from bench import plot
+
+            png = plot.plot(results, PROJECT_ROOT / "docs" / "benchmarks-latency.png")
+            log(f"plot: {png.relative_to(PROJECT_ROOT)}")
+        except Exception:
+            log("plot failed:\n" + traceback.format_exc())
+    if args.write_docs:
+        from bench import docs
+
+        docs.write(results, PROJECT_ROOT / "docs" / "benchmarks.md")
+        log("docs: docs/benchmarks.md (sections Method, Results, Profile)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

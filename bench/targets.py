@@ -1,0 +1,379 @@
+"""The servers under test, each started as a subprocess on 127.0.0.1 with its own data.
+
+- `floor`: bench/floor_server.py, the bare-websockets baseline.
+- `daphne`: our server as users start it, `manage.py runserver --noreload` (daphne), through the
+  e2e harness `tests.e2e.server.LiveServer` (readiness from its log line, own SQLite DB).
+- `uvicorn`: the same ASGI app under `uvicorn collabsite.asgi:application` (uvloop + httptools +
+  websockets-sansio when installed), same settings, own SQLite DB.
+
+Every target gives the same three things to the scenarios: `http_url`, `ws_base`, `pid`, and an
+async `create_room(code)` that returns a room id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+from websockets.asyncio.client import connect
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from tests.e2e.server import free_port  # noqa: E402
+
+SNAPSHOT_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "node_modules",
+    "__pycache__",
+    "*.pyc",
+    "*.sqlite3",
+    "*.sqlite3-*",
+    ".pytest_cache",
+    ".ruff_cache",
+    "test-artifacts",
+    "results",
+    "staticfiles",
+)
+
+
+def snapshot_code(ref: str | None, dest: Path) -> Path:
+    """A frozen copy of the server code to run: the working tree as it is now (ref None), or a
+    git commit. Other work goes on in the tree; the servers of one run all use this copy."""
+    dest = Path(dest)
+    if ref is None:
+        shutil.copytree(PROJECT_ROOT, dest, ignore=SNAPSHOT_IGNORE)
+    else:
+        dest.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", ref],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+    return dest
+
+
+def load_live_server(code_root: Path):
+    """tests/e2e/server.py's LiveServer from the given code tree (its PROJECT_ROOT is that tree)."""
+    path = Path(code_root) / "tests" / "e2e" / "server.py"
+    spec = importlib.util.spec_from_file_location(f"bench_live_server_{abs(hash(str(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.LiveServer
+
+
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 15
+
+# The limiter is not what we measure: every edit the bench sends must be served.
+RATE_ENV = {"COLLAB_RATE_BURST": "1000000000", "COLLAB_RATE_PER_S": "1000000000"}
+
+
+def ws_connect(url: str, **kwargs):
+    """The one way every bench client connects: no compression (daphne does not negotiate it,
+    so all servers are compared on plain frames), no client keepalive pings, bounded waits."""
+    return connect(
+        url,
+        compression=None,
+        max_size=8 * 1024 * 1024,
+        ping_interval=None,
+        open_timeout=30,
+        close_timeout=5,
+        **kwargs,
+    )
+
+
+class ProcTree:
+    """CPU seconds and RSS of a server process and its descendants, sampled with psutil."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.root = psutil.Process(pid)
+
+    def _procs(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu(self) -> dict[int, float]:
+        """{pid: user+system CPU seconds} for the tree (threads included)."""
+        out = {}
+        for proc in self._procs():
+            try:
+                times = proc.cpu_times()
+                out[proc.pid] = times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    @staticmethod
+    def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+        return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+    def rss(self) -> int:
+        """RSS of the server process itself (the one holding the connections), bytes."""
+        return self.root.memory_info().rss
+
+    def tree_rss(self) -> int:
+        total = 0
+        for proc in self._procs():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += proc.memory_info().rss
+        return total
+
+
+class Target:
+    name = "target"
+    label = "target"
+    ours = True
+
+    http_url: str
+    ws_base: str
+    pid: int
+
+    def start(self) -> Target:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> Target:
+        """A fresh server process (same data): no state of an earlier scenario carries over."""
+        self.stop()
+        self.start()
+        self.settle()
+        return self
+
+    settle_s: float = 0.0
+
+    def settle(
+        self, quiet_cores: float = 0.03, interval_s: float = 0.25, max_s: float = 30.0
+    ) -> float:
+        """Wait until the fresh server is quiet (our server warms Jedi up in a thread at start,
+        which would show as latency spikes): CPU under `quiet_cores` over two intervals in a
+        row, at most `max_s`. Returns (and keeps) the seconds it took."""
+        tree = self.tree()
+        started = time.monotonic()
+        quiet = 0
+        for _ in range(int(max_s / interval_s)):
+            before = tree.cpu()
+            time.sleep(interval_s)
+            cores = tree.cpu_delta(before, tree.cpu()) / interval_s
+            quiet = quiet + 1 if cores < quiet_cores else 0
+            if quiet >= 2:
+                break
+        self.settle_s = round(time.monotonic() - started, 2)
+        return self.settle_s
+
+    def tree(self) -> ProcTree:
+        return ProcTree(self.pid)
+
+    async def create_room(self, code: str = "") -> str:
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(f"{self.http_url}/rooms", json={"code": code})
+            response.raise_for_status()
+            return response.json()["room_id"]
+
+    async def create_rooms(self, count: int, code: str = "", concurrency: int = 8) -> list[str]:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one() -> str:
+            async with sem:
+                return await self.create_room(code)
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    def describe(self) -> str:
+        return self.label
+
+
+class _Subprocess(Target):
+    """A server subprocess whose readiness is a line in its output (read by a pump thread)."""
+
+    ready_line = ""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+
+    code_root: Path = PROJECT_ROOT
+
+    def _spawn(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            args,
+            cwd=self.code_root,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.process is not None
+            for line in self.process.stdout:  # type: ignore[union-attr]
+                if len(self.log) < 20000:  # bounded: thousands of connection log lines
+                    self.log.append(line)
+                if not ready.is_set():
+                    lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.log)) from None
+            if line is None:
+                raise RuntimeError(f"{self.name} exited while starting:\n" + "".join(self.log))
+            if self.ready_line in line:
+                break
+        ready.set()  # the pump keeps reading the pipe (so the server never blocks on it)
+        self.pid = self.process.pid
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        self.process = None
+
+
+class FloorTarget(_Subprocess):
+    name = "floor"
+    label = "floor (bare websockets)"
+    ours = False
+    ready_line = "floor listening on"
+
+    def start(self) -> FloorTarget:
+        port = free_port()
+        self.http_url = f"http://127.0.0.1:{port}"
+        self.ws_base = f"ws://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._spawn(
+            [sys.executable, str(PROJECT_ROOT / "bench" / "floor_server.py"), "--port", str(port)],
+            env,
+        )
+        return self
+
+    async def create_room(self, code: str = "") -> str:
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(f"{self.http_url}/rooms/create")
+            response.raise_for_status()
+            room_id = response.json()["room_id"]
+        if code:
+            # No POST on the floor: the initial text is one sync_code.
+            async with ws_connect(f"{self.ws_base}/ws/{room_id}?mode=text") as ws:
+                await asyncio.wait_for(ws.recv(), 30)
+                await ws.send(json.dumps({"type": "sync_code", "code": code}))
+                for _ in range(10):
+                    frame = await asyncio.wait_for(ws.recv(), 30)
+                    if '"ack"' in frame[:20]:
+                        break
+        return room_id
+
+
+class DaphneTarget(Target):
+    name = "daphne"
+    label = "ours: daphne (manage.py runserver)"
+
+    def __init__(self, data_dir: Path, code_root: Path = PROJECT_ROOT) -> None:
+        self.data_dir = data_dir
+        self.code_root = Path(code_root)
+        self.server = None
+
+    def start(self) -> DaphneTarget:
+        if self.server is None:
+            live_server = load_live_server(self.code_root)
+            self.server = live_server(self.data_dir, env=RATE_ENV)
+            self.server.start()
+        else:
+            self.server.restart()  # same database, new port
+        self.http_url = self.server.http_url
+        self.ws_base = self.server.ws_base
+        self.pid = self.server.process.pid  # type: ignore[union-attr]
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def close(self) -> None:
+        self.stop()
+        self.server = None
+
+
+class UvicornTarget(_Subprocess):
+    name = "uvicorn"
+    label = "ours: uvicorn (same ASGI app)"
+    command = ""
+    ready_line = "Uvicorn running on"
+
+    def __init__(self, data_dir: Path, code_root: Path = PROJECT_ROOT) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.code_root = Path(code_root)
+
+    def start(self) -> UvicornTarget:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.http_url = f"http://127.0.0.1:{port}"
+        self.ws_base = f"ws://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{self.data_dir / 'db.sqlite3'}",
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "INFO",
+            **RATE_ENV,
+        }
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=self.code_root,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        if (self.code_root / "rooms" / "management" / "commands" / "serve.py").exists():
+            # The project's production launcher (uvicorn, 1 worker = in-process).
+            args = ["manage.py", "serve", "--workers", "1", "--host", "127.0.0.1"]
+            self.command = "manage.py serve --workers 1"
+        else:
+            args = ["-m", "uvicorn", "collabsite.asgi:application", "--host", "127.0.0.1"]
+            args += ["--ws-max-size", "4194304"]
+            self.command = "uvicorn collabsite.asgi:application --ws-max-size 4194304"
+        self._spawn([sys.executable, *args, "--port", str(port)], env)
+        return self
+
+
+def uvicorn_available() -> bool:
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return False
+    return True
