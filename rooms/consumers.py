@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,6 +29,7 @@ from rooms.presence import CursorThrottle, TypingState
 from rooms.protocol import (
     BAD_JSON,
     BAD_MESSAGE,
+    BAD_OP,
     CLIENT_ID_RE,
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
@@ -38,6 +40,7 @@ from rooms.protocol import (
     FORBIDDEN,
     MAX_MESSAGE_BYTES,
     MAX_NAME_LENGTH,
+    MAX_SEQ,
     RATE_LIMITED,
     TOO_LARGE,
     UNKNOWN_TYPE,
@@ -55,6 +58,28 @@ EDITING_TYPES = frozenset({"sync_code", "op", "cursor", "typing"})
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+# Real messages nest a few levels. Far deeper input is refused as unparseable before parsing:
+# the parser recurses per level, and near the interpreter's limit (1,000) it can take the
+# process down instead of raising. Up to this depth it parses, and the usual checks answer.
+MAX_JSON_DEPTH = 500
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def nested_too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False  # cheap: too few brackets to nest that deep
+    depth = 0
+    for match in _JSON_STRUCTURE.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
 
 
 def decode_message(text: str) -> Any:
@@ -139,9 +164,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         async def send_unless_gone(message: dict) -> None:
-            # A client that is gone (uvicorn raises ClientDisconnected) is not an error here:
-            # disconnect() follows, and whatever it missed it gets when it resumes.
-            with contextlib.suppress(OSError):
+            # A client that is gone or closing is not an error here (uvicorn raises
+            # ClientDisconnected, an OSError; daphne's autobahn raises Disconnected, a
+            # RuntimeError): disconnect() follows, and what it missed it gets when it resumes.
+            with contextlib.suppress(OSError, RuntimeError):
                 await send(message)
 
         try:
@@ -290,9 +316,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(TOO_LARGE, f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
         if text_data is None:
             raise ProtocolError(BAD_JSON, "binary frames are not accepted; send JSON text")
+        if nested_too_deep(text_data):
+            raise ProtocolError(BAD_JSON, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             message = decode_message(text_data)
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        except (ValueError, RecursionError):
             raise ProtocolError(BAD_JSON, "the message is not valid JSON") from None
         if not isinstance(message, dict):
             raise ProtocolError(BAD_MESSAGE, "a message must be a JSON object")
@@ -332,10 +360,12 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(BAD_MESSAGE, "op messages need an ops-mode connection (?mode=ops)")
         base = require_int(message, "version")
         seq = require_int(message, "seq")
-        if seq < 1:
-            raise ProtocolError(BAD_MESSAGE, "'seq' starts at 1")
+        if not 1 <= seq <= MAX_SEQ:
+            raise ProtocolError(BAD_MESSAGE, f"'seq' runs from 1 to {MAX_SEQ}")
         if "op" not in message:
             raise ProtocolError(BAD_MESSAGE, "an op message needs 'op'")
+        if not isinstance(message["op"], list):
+            raise ProtocolError(BAD_OP, "'op' must be a list of parts")
         result = await document.change_submit(
             self.live,
             base_version=base,
@@ -436,12 +466,18 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.deliver_through(self.live.version)
 
     async def room_join(self, event: dict[str, Any]) -> None:
-        if event["sender"] != self.channel_name:
-            await self.send_json({"type": "join", "user": event["user"], "users": event["users"]})
+        await self.tell_presence("join", event)
 
     async def room_leave(self, event: dict[str, Any]) -> None:
-        if event["sender"] != self.channel_name:
-            await self.send_json({"type": "leave", "user": event["user"], "users": event["users"]})
+        await self.tell_presence("leave", event)
+
+    async def tell_presence(self, kind: str, event: dict[str, Any]) -> None:
+        if event["sender"] == self.channel_name or not self.joined:
+            return
+        # The list is read now, not taken from the event: across processes an announcement can
+        # arrive after later arrivals (this user included) entered, and its list would miss them.
+        users = await presence.presence.users(self.live.room_id)
+        await self.send_json({"type": kind, "user": event["user"], "users": users})
 
     async def room_cursor(self, event: dict[str, Any]) -> None:
         if event["sender"] == self.channel_name or not self.joined:
@@ -518,6 +554,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.text = result.text
 
     async def publish_cursor(self, cursor: tuple[int, int, int]) -> None:
+        if not self.joined:
+            return  # the throttle fired after this connection closed
         anchor, head, version = cursor
         await presence.presence.set_cursor(
             self.live.room_id, user_id=self.user_id, anchor=anchor, head=head, version=version

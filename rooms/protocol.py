@@ -16,10 +16,14 @@ CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 MAX_MESSAGE_BYTES = 1_048_576  # a frame of exactly this many bytes is still accepted
 MAX_DOCUMENT_CODE_POINTS = 1_048_576
 MAX_NAME_LENGTH = 64
+MAX_SEQ = 2**63 - 1  # stored in a 64-bit integer column
 
 # WebSocket close codes.
 CLOSE_NORMAL = 1000
-CLOSE_INTERNAL_ERROR = 1011  # the server failed; reconnect and resume
+# The server failed to handle a message (e.g. the database was down); nothing was acked, so
+# reconnect and resume. Not 1011: daphne's WebSocket layer only lets applications send 1000
+# and 3000-4999.
+CLOSE_INTERNAL_ERROR = 4500
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404

@@ -436,3 +436,12 @@ def test_token_bucket_never_holds_more_than_the_burst(clock):
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
     clock.now += 0.01  # one token at 100/s
     assert [bucket.take(), bucket.take()] == [True, False]
+
+
+def test_nesting_far_beyond_any_real_message_is_refused_before_parsing():
+    from rooms.consumers import MAX_JSON_DEPTH, nested_too_deep
+
+    assert not nested_too_deep('{"type": "op", "op": [1, {"d": 2}, "[[[[{{{{"]}')
+    assert not nested_too_deep("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)
+    assert nested_too_deep("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+    assert nested_too_deep('{"a": ' * 100_000)

@@ -157,6 +157,8 @@ async def test_incoming_ops_are_normalized_before_storing_and_sending(room):
         (["a\u0000b"], 0),
         (["\ud800"], 0),
         ("not a list", 0),
+        (None, 0),
+        (5, 0),
         ({"d": 1}, 0),
         ([0, "x"], 0),
         ([""], 0),
@@ -190,6 +192,8 @@ async def test_bad_op_changes_nothing(room, op, version):
         {"type": "op", "version": 0, "seq": "1", "op": []},
         {"type": "op", "version": 0, "seq": False, "op": []},
         {"type": "op", "version": 0, "seq": 0, "op": []},
+        {"type": "op", "version": 0, "seq": 2**63, "op": []},
+        {"type": "op", "version": 0, "seq": -(2**63), "op": []},
     ],
 )
 async def test_op_with_missing_or_ill_typed_field_is_bad_message(room, message):
@@ -205,6 +209,14 @@ async def test_op_on_a_text_mode_connection_is_bad_message(room):
     error = await alice.request({"type": "op", "version": 0, "seq": 1, "op": ["x"]}, "error")
     assert error["code"] == "bad_message"
     assert await room_state(room.id) == ("hello", 0)
+    await alice.close()
+
+
+async def test_null_op_after_a_used_seq_is_bad_op_not_a_duplicate(room):
+    alice = await connected(room.id, "?mode=ops&client=alice-client")
+    await alice.submit({"type": "op", "version": 0, "seq": 1, "op": ["x"]})
+    error = await alice.request({"type": "op", "version": 1, "seq": 1, "op": None}, "error")
+    assert error["code"] == "bad_op"
     await alice.close()
 
 

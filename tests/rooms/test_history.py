@@ -82,7 +82,7 @@ async def test_a_failed_commit_is_not_acked_not_broadcast_and_uses_no_version(ro
     await set_op_insert_failure(enabled=True)
     try:
         await writer.send({"type": "op", "version": 0, "seq": 1, "op": ["lost?"]})
-        assert await writer.closed_with() == 1011  # no ack: the client will resubmit
+        assert await writer.closed_with() == 4500  # no ack: the client will resubmit
     finally:
         await set_op_insert_failure(enabled=False)
     await watcher.next_is_pong()  # no broadcast reached the others

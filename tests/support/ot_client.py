@@ -162,7 +162,8 @@ class OTClient:
             if kind == "op":
                 if message["version"] != self.version + 1:
                     raise GapDetected(f"{message['version']} after {self.version}")
-                self._take_remote(message)
+                if self._take_remote(message):
+                    await self._flush_pending()  # it was our in-flight op: send what waits
             elif kind == "ack":
                 if message.get("duplicate") and (
                     self.inflight is None or message["seq"] < self.inflight[0]
@@ -176,14 +177,15 @@ class OTClient:
                 raise AssertionError(f"server error: {message}\n" + "\n".join(self.trace[-40:]))
             self._settled.set()
 
-    def _take_remote(self, entry: dict[str, Any]) -> None:
+    def _take_remote(self, entry: dict[str, Any]) -> bool:
+        """Apply an op from the server; True when it was our own in-flight op (our ack)."""
         if (
             self.inflight is not None
             and entry["client"] == self.client_id
             and entry["seq"] == self.inflight[0]
         ):
             self._take_ack({"version": entry["version"], "seq": entry["seq"]})
-            return
+            return True
         incoming = entry["op"]
         if self.inflight is not None:
             seq, mine = self.inflight
@@ -195,6 +197,7 @@ class OTClient:
             incoming = ot.transform(incoming, pending, "right")
         self.text = ot.apply(self.text, incoming)
         self.version = entry["version"]
+        return False
 
     def _take_ack(self, ack: dict[str, Any]) -> None:
         assert self.inflight is not None and ack["seq"] == self.inflight[0], (ack, self.inflight)
