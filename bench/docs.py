@@ -3,8 +3,11 @@
 
     python -m bench.docs [bench/results/latest.json]
 
-Sections written: `## Method`, `## Results`, `## Profile`. A `### Findings` subsection under
-`## Profile` is hand-written analysis: it is kept across rewrites.
+Sections written: `## Method`, `## Results`, `## Profile` (when the run measured the targets).
+A `### Findings` subsection under `## Profile` is hand-written analysis: it is kept across
+rewrites. `## Scale-out` is hand-written too; only its tables, between the markers
+`<!-- scale-table:begin -->` and `<!-- scale-table:end -->`, are rewritten from a run that has
+the `scale` scenario (a new section with just the tables is added when there is none).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +61,8 @@ Run everything with one command from the project root (venv active):
 
 ```
 python -m bench --quick        # ~2-3 minutes: floor + daphne, short windows, no profile
-python -m bench --write-docs   # full run (< 15 minutes): floor, daphne, uvicorn, py-spy profiles
+python -m bench --write-docs   # full run (~17 minutes): floor, daphne, uvicorn, py-spy profiles,
+                               # then scale-out (`--scenarios scale` alone: ~6 minutes)
 python bench/plot.py           # re-plot docs/benchmarks-latency.png from bench/results/latest.json
 ```
 
@@ -183,7 +188,56 @@ def profile_section(results: dict[str, Any], findings: str) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write(results: dict[str, Any], path: Path = DOC) -> None:
+SCALE = "Scale-out"
+SCALE_BEGIN = "<!-- scale-table:begin -->"
+SCALE_END = "<!-- scale-table:end -->"
+
+
+def scale_tables(results: dict[str, Any]) -> str:
+    """The generated part of `## Scale-out`: both tables, with the run's date and load."""
+    scale = results.get("scale") or {}
+    loads = [str(c.get("loadavg_at_start", ["?"])[0]) for c in scale.get("configs", {}).values()]
+    settings = results["settings"]
+    command = (
+        "`python -m bench` (all scenarios, this one last)"
+        if results.get("targets")
+        else "`python -m bench --scenarios scale`"
+    )
+    took = sum(c.get("elapsed_s", 0) for c in scale.get("configs", {}).values())
+    paragraphs = [
+        f"{results['date'][:16].replace('T', ' ')} UTC, {command}, {results['mode']} settings; "
+        f"the scale part took {took:.0f} s. Load average (1 min) when each configuration "
+        f"started: {', '.join(loads)}.",
+        f"Fixed load: {settings.get('scale_rooms')} rooms x 2 users, ops mode, "
+        f"{settings.get('scale_rate'):g} edits/s offered in all, {settings.get('scale_s'):g} s "
+        "window (`*`: did not hold).",
+        report.md_table(*report.scale_rows(results)),
+        f"Step-up: the highest fixed rate held (p99 fan-out <= {settings.get('cap_p99_ms'):g} ms, "
+        f"nothing missing), {settings.get('scale_step_s'):g} s windows.",
+        report.md_table(*report.scale_held_rows(results)),
+        f"One room, {settings.get('scale_hammer_users')} writers, "
+        f"{settings.get('scale_hammer_rate'):g} edits/s in all (Poisson arrivals), "
+        f"{settings.get('scale_hammer_s'):g} s window (sequencing retries):",
+        report.md_table(*report.scale_retry_rows(results)),
+    ]
+    text = "\n\n".join(
+        p if p.startswith("|") else textwrap.fill(p, width=96, break_on_hyphens=False)
+        for p in paragraphs
+    )
+    return f"{SCALE_BEGIN}\n{text}\n{SCALE_END}"
+
+
+def _scale_section(old: str | None, results: dict[str, Any]) -> str:
+    tables = scale_tables(results)
+    if old and SCALE_BEGIN in old and SCALE_END in old:
+        head, rest = old.split(SCALE_BEGIN, 1)
+        tail = rest.split(SCALE_END, 1)[1]
+        return head + tables + tail
+    return f"## {SCALE}\n\n{tables}\n"
+
+
+def write(results: dict[str, Any], path: Path = DOC) -> list[str]:
+    """Rewrite our sections from `results`; returns the titles written."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     preamble, sections = split_sections(text)
     if not preamble.strip():
@@ -193,11 +247,17 @@ def write(results: dict[str, Any], path: Path = DOC) -> None:
     old_profile = existing.get("Profile", "")
     if FINDINGS in old_profile:
         findings = old_profile[old_profile.index(FINDINGS) :]
-    new = {
-        "Method": method(results),
-        "Results": results_section(results),
-        "Profile": profile_section(results, findings),
-    }
+    new = {}
+    if results.get("targets"):
+        new.update(
+            {
+                "Method": method(results),
+                "Results": results_section(results),
+                "Profile": profile_section(results, findings),
+            }
+        )
+    if (results.get("scale") or {}).get("configs"):
+        new[SCALE] = _scale_section(existing.get(SCALE), results)
     out_sections = []
     seen = set()
     for title, body in sections:
@@ -206,11 +266,12 @@ def write(results: dict[str, Any], path: Path = DOC) -> None:
             seen.add(title)
         else:
             out_sections.append(body if body.endswith("\n\n") else body.rstrip("\n") + "\n\n")
-    for title in OURS:
-        if title not in seen:
+    for title in [*OURS, SCALE]:
+        if title in new and title not in seen:
             out_sections.append(new[title].rstrip() + "\n\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text((preamble.rstrip("\n") + "\n\n" + "".join(out_sections)).rstrip("\n") + "\n")
+    return list(new)
 
 
 if __name__ == "__main__":

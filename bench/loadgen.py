@@ -63,6 +63,8 @@ class Client:
         "last_rx",
         "late",
         "mode",
+        "poisson",
+        "port",
         "rate",
         "received",
         "room",
@@ -76,7 +78,11 @@ class Client:
         self.room: str = spec["room"]
         self.mode: str = spec["mode"]
         self.rate: float = spec.get("rate", 0.0)
+        # Poisson arrivals (exponential gaps, same mean rate) instead of a fixed period: with
+        # fixed periods, which clients' edits collide is decided once by their phases.
+        self.poisson: bool = bool(spec.get("poisson", False))
         self.ws = None
+        self.port = 0  # the client's local TCP port: maps it to the server process holding it
         self.known_version = 0
         self.sent = 0
         self.sent_in_window = 0
@@ -100,6 +106,8 @@ async def _connect(ws_base: str, client: Client, sem: asyncio.Semaphore, query: 
     async with sem:
         url = f"{ws_base}/ws/{client.room}?mode={client.mode}{query}"
         client.ws = await ws_connect(url)
+        with contextlib.suppress(Exception):
+            client.port = client.ws.local_address[1]
         init = json.loads(await asyncio.wait_for(client.ws.recv(), 30))
         if init.get("type") != "init":
             raise RuntimeError(f"expected init, got {init}")
@@ -179,11 +187,16 @@ def _edit(client: Client, now_ns: int, doc: str) -> str:
 
 
 async def _send_loop(client: Client, t0: int, window: list[int], doc: str, phase: float) -> None:
-    """Open loop: edit k goes at t0 + (k + phase) / rate whatever the acks do; bounded."""
+    """Open loop: edit k goes at t0 + (k + phase) / rate whatever the acks do (or, for a
+    Poisson client, after exponential gaps of mean 1 / rate); bounded."""
     interval_ns = int(1e9 / client.rate)
     end = window[1]
     next_at = t0 + int(phase * interval_ns)
     max_sends = int((end - t0) / interval_ns) + 2
+    gaps = None
+    if client.poisson:
+        gaps = random.Random(client.gid * 1_000_003 + int(phase * 1e9))
+        max_sends = 3 * max_sends + 20  # the bound; the window's end stops it first
     for _ in range(max_sends):
         if next_at >= end:
             break
@@ -202,7 +215,10 @@ async def _send_loop(client: Client, t0: int, window: list[int], doc: str, phase
         except Exception as error:
             client.errors[f"send:{type(error).__name__}"] += 1
             return
-        next_at += interval_ns
+        if gaps is None:
+            next_at += interval_ns
+        else:
+            next_at += max(1, int(gaps.expovariate(client.rate) * 1e9))
 
 
 async def _cpu_window(window: list[int], out: dict[str, float]) -> None:
@@ -284,6 +300,7 @@ async def job_load(conn, job: dict[str, Any]) -> dict[str, Any]:
             {
                 "gid": c.gid,
                 "room": c.room,
+                "port": c.port,
                 "sent": c.sent,
                 "sent_in_window": c.sent_in_window,
                 "acked": c.acked,

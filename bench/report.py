@@ -226,12 +226,25 @@ def _load_runs(scenario_results: dict) -> list[tuple[str, dict]]:
     return runs
 
 
+def _scale_runs(results: dict) -> dict[str, dict]:
+    """The scale configurations' load runs, shaped like a target's scenario results."""
+    out = {}
+    for name, config in (results.get("scale") or {}).get("configs", {}).items():
+        runs = {
+            key: config[key] for key in ("fixed", "hammer") if isinstance(config.get(key), dict)
+        }
+        runs["step"] = {"steps": config.get("steps") or []}
+        out[f"scale {name}"] = runs
+    return out
+
+
 def health_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     """Was the measurement sound? The generator's busiest worker, the CPU other work on the
     machine took during the windows, and drains that gave up while deliveries still came."""
     header = ["server", "generator max (cores/worker)", "other load max (cores)", "drain capped in"]
     rows = []
-    for name, scenario_results in results.get("targets", {}).items():
+    everything = {**results.get("targets", {}), **_scale_runs(results)}
+    for name, scenario_results in everything.items():
         runs = _load_runs(scenario_results)
         if not runs:
             continue
@@ -244,6 +257,146 @@ def health_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                 f"{_fmt(gen[1].get('generator_max_core'))} ({gen[0]})",
                 f"{_fmt(other[1].get('other_cores'))} ({other[0]})",
                 ", ".join(capped) or "-",
+            ]
+        )
+    return header, rows
+
+
+# -- scale-out ---------------------------------------------------------------------------------
+
+SCALE_LABELS = {
+    "memory+sqlite": "in-memory + SQLite (default)",
+    "redis+postgres": "Redis + PostgreSQL",
+}
+
+
+def _scale_configs(results: dict) -> list[tuple[str, dict]]:
+    return list((results.get("scale") or {}).get("configs", {}).items())
+
+
+def _pair(a: Any, b: Any) -> str:
+    return f"{_fmt(a)} / {_fmt(b)}"
+
+
+def _scale_name(name: str, m: dict) -> str:
+    return f"{name}: {SCALE_LABELS.get(m.get('backend'), m.get('backend'))}"
+
+
+def scale_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """The fixed offered load, one row per configuration."""
+    header = [
+        "config",
+        "processes",
+        "delivered edits/s (offered)",
+        "fan-out p50 / p99 (ms)",
+        "ack p50 / p99 (ms)",
+        "server CPU, all processes (cores)",
+        "busiest worker (cores)",
+        "PG / Redis CPU (cores)",
+        "other load (cores)",
+        "rooms split over processes",
+    ]
+    rows = []
+    for name, config in _scale_configs(results):
+        m = config.get("summary") or {}
+        if m.get("fixed_delivered_edits_s") is None:
+            rows.append([name, _fmt(config.get("processes"))] + ["error"] * (len(header) - 2))
+            continue
+        shared = m.get("backend") == "redis+postgres"
+        split = m.get("rooms_split_share")
+        rows.append(
+            [
+                _scale_name(name, m),
+                _fmt(m.get("processes")),
+                f"{_fmt(m.get('fixed_delivered_edits_s'))} ({_fmt(m.get('fixed_offered_edits_s'))})"
+                + ("" if m.get("fixed_held") else " *"),
+                _pair(m.get("fixed_p50_ms"), m.get("fixed_p99_ms")),
+                _pair(m.get("fixed_ack_p50_ms"), m.get("fixed_ack_p99_ms")),
+                _fmt(m.get("fixed_server_cores")),
+                _fmt(m.get("fixed_worker_max_cores")),
+                _pair(m.get("fixed_postgres_cores"), m.get("fixed_redis_cores")) if shared else "-",
+                _fmt(m.get("fixed_other_cores")),
+                "-" if split is None else f"{split:.0%}",
+            ]
+        )
+    return header, rows
+
+
+def scale_held_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """The step-up: the highest fixed rate each configuration held, and why the next failed."""
+    header = [
+        "config",
+        "processes",
+        "edits/s held",
+        "delivered edits/s there",
+        "fan-out p50 / p99 there (ms)",
+        "server CPU there (cores)",
+        "PG / Redis CPU there (cores)",
+        "other load there (cores)",
+        "next step",
+    ]
+    rows = []
+    for name, config in _scale_configs(results):
+        m = config.get("summary") or {}
+        if not config.get("steps"):
+            rows.append([name, _fmt(config.get("processes"))] + ["error"] * (len(header) - 2))
+            continue
+        shared = m.get("backend") == "redis+postgres"
+        rows.append(
+            [
+                _scale_name(name, m),
+                _fmt(m.get("processes")),
+                _fmt(m.get("held_edits_s")),
+                _fmt(m.get("held_delivered_edits_s")),
+                _pair(m.get("held_p50_ms"), m.get("held_p99_ms")),
+                _fmt(m.get("held_server_cores")),
+                _pair(m.get("held_postgres_cores"), m.get("held_redis_cores")) if shared else "-",
+                _fmt(m.get("held_other_cores")),
+                m.get("stop_reason") or "-",
+            ]
+        )
+    return header, rows
+
+
+def scale_retry_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """One room, every user a writer: ack latency and PostgreSQL rollbacks (version conflicts)."""
+    header = [
+        "config",
+        "processes (used by the room)",
+        "ack p50 / p99 (ms)",
+        "fan-out p50 / p99 (ms)",
+        "other load (cores)",
+        "edits committed",
+        "conflicts (rolled back)",
+        "conflicts / commit",
+        "fixed load: rollbacks / commit",
+        "fixed load: PG transactions / edit",
+        "bare PG commit / Redis pub-sub p50 (ms)",
+    ]
+    rows = []
+    for name, config in _scale_configs(results):
+        m = config.get("summary") or {}
+        if not m.get("hammer_ops_committed") and m.get("hammer_ack_p50_ms") is None:
+            continue
+        per = m.get("hammer_conflicts_per_commit")
+        fixed = m.get("fixed_rollbacks_per_commit")
+        rows.append(
+            [
+                name,
+                f"{_fmt(m.get('processes'))} ({_fmt(m.get('hammer_processes_used'))})",
+                _pair(m.get("hammer_ack_p50_ms"), m.get("hammer_ack_p99_ms")),
+                _pair(m.get("hammer_fanout_p50_ms"), m.get("hammer_fanout_p99_ms")),
+                _fmt(m.get("hammer_other_cores")),
+                _fmt(m.get("hammer_ops_committed")),
+                _fmt(m.get("hammer_conflicts"))
+                if m.get("hammer_conflicts") is not None
+                else "0 (one process)",
+                "-" if per is None else f"{per:.1%}",
+                "-" if fixed is None else f"{fixed:.1%}",
+                _fmt(m.get("fixed_pg_xacts_per_edit")),
+                _pair(m.get("pg_commit_p50_ms"), m.get("redis_pubsub_p50_ms"))
+                if m.get("pg_commit_p50_ms") is not None
+                else "-",
             ]
         )
     return header, rows

@@ -1,8 +1,13 @@
 """Run every benchmark against the floor and our server(s) in one go.
 
-    python -m bench            # full run (< 15 min): floor, daphne, uvicorn, profiles
-    python -m bench --quick    # ~2 min: floor and daphne, short windows, no profile
+    python -m bench            # full run (~17 min): floor, daphne, uvicorn, profiles, scale
+    python -m bench --quick    # ~2 min: floor and daphne, short windows, no profile, no scale
+    python -m bench --scenarios scale   # scale-out only (~6 min; needs Redis + PostgreSQL)
     python bench/run.py ...    # the same
+
+`scale` runs its own servers after the targets: `manage.py serve --workers N` for N in 1, 2, 4
+on Redis + a fresh PostgreSQL database each (BENCH_REDIS_URL, BENCH_POSTGRES_URL; default the
+local ones), and the in-memory single-process default as the baseline.
 
 Each scenario prints one JSON line (prefixed `BENCH `) and a small table; the end prints the
 comparison (ours / floor in the same run) and the issue's targets with PASS/FAIL. Results go to
@@ -42,6 +47,9 @@ RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 # idle runs last: 2,000 connections closing leave the in-memory channel layer with stale
 # queues for its 60 s message expiry, which slows every later message (see docs/benchmarks.md).
 SCENARIOS = ["pingpong", "join", "rooms", "fanout", "capacity", "idle"]
+# Runs its own servers (`manage.py serve --workers N` on Redis + PostgreSQL, and the in-memory
+# default as the baseline) after the targets above: see scenarios.scenario_scale.
+SCALE = "scale"
 
 
 def log(*args: Any) -> None:
@@ -256,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of floor,daphne,uvicorn (default: all; --quick: floor,daphne)",
     )
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {','.join(SCENARIOS)}"
+        "--scenarios",
+        default=None,
+        help=f"comma list of {','.join([*SCENARIOS, SCALE])} "
+        f"(default: all; --quick: all but {SCALE})",
     )
     parser.add_argument(
         "--profile",
@@ -295,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         names.remove("uvicorn")
     if "floor" not in names:
         names.insert(0, "floor")  # every figure is a ratio to the floor of the same run
+    if args.scenarios is None:
+        args.scenarios = ",".join(SCENARIOS if args.quick else [*SCENARIOS, SCALE])
     wanted = [x for x in args.scenarios.split(",") if x]
-    unknown = set(wanted) - set(SCENARIOS)
+    unknown = set(wanted) - {*SCENARIOS, SCALE}
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}")
     profile = (not args.quick) if args.profile is None else args.profile
@@ -323,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {},
         "profiles": {},
     }
+    per_target = [x for x in wanted if x in SCENARIOS]
+    if not per_target:
+        names = []  # only `scale`: it starts its own servers
     log(
         f"bench {results['mode']}: targets {names}, scenarios {wanted}, "
         f"{args.workers} generator workers, {results['machine']['cores']} cores, "
@@ -349,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
             }.get(name, "")
             if prof:
                 results["profiles"][name] = prof
+        if SCALE in wanted:
+            try:
+                results["scale"] = scenarios.scenario_scale(
+                    pool, s, code_root, data_root / "scale", log
+                )
+            except Exception:
+                results["scale"] = {"error": traceback.format_exc()}
+                log(results["scale"]["error"])
     finally:
         pool.close()
         shutil.rmtree(data_root, ignore_errors=True)
@@ -359,12 +383,23 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(results, indent=2, default=str))
     (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2, default=str))
 
-    header, rows = report.comparison_rows(results)
-    log("\n=== Results (ratios are ours / floor, same run) ===")
-    log(report.text_table(header, rows))
-    header, rows = report.check_rows(results)
-    log("\n=== Targets ===")
-    log(report.text_table(header, rows, left=2))
+    if results["targets"]:
+        header, rows = report.comparison_rows(results)
+        log("\n=== Results (ratios are ours / floor, same run) ===")
+        log(report.text_table(header, rows))
+        header, rows = report.check_rows(results)
+        log("\n=== Targets ===")
+        log(report.text_table(header, rows, left=2))
+    if results.get("scale", {}).get("configs"):
+        header, rows = report.scale_rows(results)
+        log("\n=== Scale-out: fixed load (ops mode; CPU in cores of this machine) ===")
+        log(report.text_table(header, rows, left=1))
+        header, rows = report.scale_held_rows(results)
+        log("\n=== Scale-out: highest fixed rate held (p99 fan-out <= limit, none missing) ===")
+        log(report.text_table(header, rows, left=1))
+        header, rows = report.scale_retry_rows(results)
+        log("\n=== Scale-out: one room hammered (sequencing retries) ===")
+        log(report.text_table(header, rows, left=2))
     header, rows = report.health_rows(results)
     log("\n=== Measurement health ===")
     log(report.text_table(header, rows, left=4))
@@ -381,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         from bench import docs
 
-        docs.write(results, PROJECT_ROOT / "docs" / "benchmarks.md")
-        log("docs: docs/benchmarks.md (sections Method, Results, Profile)")
+        written = docs.write(results, PROJECT_ROOT / "docs" / "benchmarks.md")
+        log(f"docs: docs/benchmarks.md ({', '.join(written) or 'nothing to write'})")
     return 0
 
 

@@ -9,8 +9,11 @@ sample their own CPU over the same window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +56,22 @@ class Settings:
         45.0  # a late delivery is not a missing one: wait up to this (quiet 1 s ends it)
     )
     profile_s: float = 20.0
+    # scale (issue 4): `manage.py serve --workers N` on Redis + PostgreSQL vs the in-memory default
+    scale_workers: tuple[int, ...] = (1, 2, 4)
+    scale_rooms: int = 50  # x 2 users, ops mode
+    scale_rate: float = 200.0  # the fixed offered load, edits/s in total
+    scale_warm_s: float = 1.0
+    scale_s: float = 5.0
+    scale_start: float = 100.0  # step-up: edits/s in total, x scale_factor per step
+    scale_factor: float = 2.0
+    scale_steps: int = 6
+    scale_max: float = 3200.0
+    scale_refine: int = 2
+    scale_step_s: float = 4.0
+    scale_hammer_users: int = 8  # one room, every user a writer
+    scale_hammer_rate: float = 100.0  # edits/s in total
+    scale_hammer_s: float = 5.0
+    scale_drain_s: float = 15.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +95,14 @@ class Settings:
             joins=30,
             drain_s=20.0,
             profile_s=6.0,
+            scale_workers=(1, 2),
+            scale_s=2.0,
+            scale_steps=3,
+            scale_factor=3.0,
+            scale_refine=0,
+            scale_step_s=2.0,
+            scale_hammer_s=2.0,
+            scale_drain_s=10.0,
         )
 
 
@@ -141,9 +168,18 @@ def run_load(
     doc: str = "",
     on_window=None,
     drain_s: float | None = None,
+    owners=None,
+    services: dict[str, Any] | None = None,
+    poisson: bool = False,
 ) -> dict[str, Any]:
     """Open-loop load: `writers_per_room` users of each room send `rate` edits/s each; every
-    user receives. Returns latency, delivery, CPU and generator figures for the window."""
+    user receives. Returns latency, delivery, CPU and generator figures for the window.
+
+    `owners()` (optional) is called once every client is connected and returns {client's local
+    port: server pid}: the result then says how the clients spread over server processes.
+    `services` (optional) maps a name to an object with `.cpu()` ({pid: CPU seconds}, e.g. the
+    PostgreSQL backends and Redis): their CPU over the window is reported as `<name>_cores`.
+    `poisson`: writers send after exponential gaps (same mean rate) instead of a fixed period."""
     specs = []
     gid = 0
     for room in rooms:
@@ -154,6 +190,7 @@ def run_load(
                     "room": room,
                     "mode": mode,
                     "rate": rate if user < writers_per_room else 0,
+                    "poisson": poisson,
                 }
             )
             gid += 1
@@ -177,6 +214,8 @@ def run_load(
 
     def on_ready(infos):
         samples["connect_s"] = max(info["connect_s"] for info in infos.values())
+        if owners is not None:
+            samples["owners"] = owners()
         t0 = time.monotonic_ns() + 200_000_000
         w0 = t0 + int(warm_s * 1e9)
         w1 = w0 + int(duration_s * 1e9)
@@ -187,6 +226,8 @@ def run_load(
                 if delay > 0:
                     time.sleep(delay)
                 samples["cpu" + key] = tree.cpu()
+                for name, probe in (services or {}).items():
+                    samples[f"{name}{key}"] = probe.cpu()
                 samples["sys" + key] = system_busy()
                 samples["at" + key] = time.monotonic_ns()
                 if key == "0" and on_window is not None:
@@ -273,7 +314,45 @@ def run_load(
         "drain_capped": any(r["drain_capped"] for r in results),
     }
     out["ok"] = out["missing"] == 0 and out["unacked"] == 0 and not errors
+    if services:
+        for name in services:
+            used = tree.cpu_delta(samples[name + "0"], samples[name + "1"])
+            out[f"{name}_cores"] = round(used / window_s, 3)
+        # "other" above counted the services as other work: take them out of it.
+        out["other_cores"] = round(
+            max(0.0, out["other_cores"] - sum(out[f"{name}_cores"] for name in services)), 3
+        )
+    if owners is not None or services:
+        out["server_process_cores"] = {
+            str(pid): round((value - samples["cpu0"].get(pid, 0.0)) / window_s, 3)
+            for pid, value in samples["cpu1"].items()
+        }
+    if owners is not None:
+        out.update(_spread(clients, samples.get("owners") or {}))
     return out
+
+
+def _spread(clients: list[dict], owners: dict[int, int]) -> dict[str, Any]:
+    """How the clients landed on server processes: connections per process, and the share of
+    rooms whose users are on more than one process (their edits cross Redis and the database)."""
+    per_process: dict[str, int] = {}
+    rooms: dict[str, set[int]] = {}
+    unknown = 0
+    for c in clients:
+        pid = owners.get(c.get("port", 0))
+        if pid is None:
+            unknown += 1
+            continue
+        per_process[str(pid)] = per_process.get(str(pid), 0) + 1
+        rooms.setdefault(c["room"], set()).add(pid)
+    split = sum(1 for pids in rooms.values() if len(pids) > 1)
+    return {
+        "conns_per_process": dict(sorted(per_process.items())),
+        "conns_unmapped": unknown,
+        "server_processes_used": len(per_process),
+        "rooms_split": split,
+        "rooms_split_share": round(split / len(rooms), 3) if rooms else None,
+    }
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -523,4 +602,431 @@ def scenario_join(target: Target, pool: WorkerPool, s: Settings) -> dict[str, An
         out[f"{label}_p99_ms"] = pct(times, 0.99)
         out[f"{label}_code_sizes"] = result["code_sizes"]
     out["ok"] = out["warm_code_sizes"] == [len(code)] and out["cold_code_sizes"] == [len(code)]
+    return out
+
+
+# -- scale-out (issue 4) -----------------------------------------------------------------------
+
+
+def _held_reasons(step: dict[str, Any], p99_limit_ms: float) -> list[str]:
+    """Why a fixed-rate step did not hold (empty: it held): the capacity scenario's rule."""
+    reasons = []
+    if step["fanout_p99_ms"] is None or step["fanout_p99_ms"] > p99_limit_ms:
+        reasons.append(f"p99 {step['fanout_p99_ms']} ms > {p99_limit_ms:g}")
+    if not step["ok"]:
+        reasons.append(
+            f"missing {step['missing']}, unacked {step['unacked']}, errors {step['errors']}"
+        )
+    if step["achieved_edits_s"] < 0.95 * step["offered_edits_s"]:
+        reasons.append(f"sent only {step['achieved_edits_s']}/s")
+    return reasons
+
+
+def _scale_load(
+    target,
+    pool: WorkerPool,
+    s: Settings,
+    rooms: list[str],
+    users: int,
+    total_rate: float,
+    window_s,
+    poisson: bool = False,
+) -> dict[str, Any]:
+    """Ops mode, every user of every room a writer, `total_rate` edits/s offered in all; with
+    the clients' server processes and (scaled out) the CPU of PostgreSQL and Redis."""
+    from bench.targets import PidSet, redis_server_pids
+
+    log_mark = len(target.log)
+    services = {}
+    if target.database is not None:
+        services = {
+            "postgres": PidSet(target.database.backend_pids),
+            "redis": PidSet(redis_server_pids),
+        }
+    out = run_load(
+        target,
+        pool,
+        s,
+        rooms=rooms,
+        users_per_room=users,
+        writers_per_room=users,
+        rate=total_rate / (len(rooms) * users),
+        mode="ops",
+        warm_s=s.scale_warm_s,
+        duration_s=window_s,
+        drain_s=s.scale_drain_s,
+        owners=target.connection_owners,
+        services=services,
+        poisson=poisson,
+    )
+    # Each edit reaches the room's other users: deliveries per second, as the users saw them.
+    out["delivered_edits_s"] = round(out["deliveries_in_window"] / out["window_s"], 1)
+    failures = _log_failures(target.log[log_mark:])
+    if failures:
+        out["server_log_errors"] = failures
+    out["worker_max_cores"] = max(
+        (
+            out["server_process_cores"].get(str(pid), 0.0)
+            for pid in target.worker_pids or [target.pid]
+        ),
+        default=None,
+    )
+    return out
+
+
+def _service_floors(db, redis: str, count: int = 200) -> dict[str, Any]:
+    """What the services cost bare, from Python on this machine: one PostgreSQL transaction
+    shaped like a commit of one edit (INSERT a row, UPDATE another, COMMIT: a WAL flush), and
+    one Redis PUBLISH until a subscriber has the message. Sequential, `count` of each."""
+    import secrets
+
+    import psycopg
+    import redis as redis_lib
+
+    out: dict[str, Any] = {"count": count}
+    with psycopg.connect(db.url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("CREATE TABLE bench_probe (id bigserial PRIMARY KEY, v text NOT NULL)")
+        conn.execute("INSERT INTO bench_probe (v) VALUES ('head')")
+        times = []
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            with conn.transaction():
+                conn.execute("INSERT INTO bench_probe (v) VALUES (%s)", ("x" * 40,))
+                conn.execute("UPDATE bench_probe SET v = %s WHERE id = 1", ("y" * 40,))
+            times.append(time.perf_counter_ns() - start)
+        conn.execute("DROP TABLE bench_probe")
+    out["pg_commit_p50_ms"], out["pg_commit_p99_ms"] = pct(times, 0.5), pct(times, 0.99)
+
+    client = redis_lib.Redis.from_url(redis, socket_timeout=5)
+    sub = client.pubsub()
+    channel = f"bench-probe-{secrets.token_hex(4)}"
+    try:
+        sub.subscribe(channel)
+        for _ in range(50):  # the subscribe confirmation first
+            if (m := sub.get_message(timeout=0.1)) and m["type"] == "subscribe":
+                break
+        times = []
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            client.publish(channel, b"x" * 200)
+            for _ in range(100):
+                message = sub.get_message(timeout=1.0)
+                if message and message["type"] == "message":
+                    times.append(time.perf_counter_ns() - start)
+                    break
+    finally:
+        sub.close()
+        client.close()
+    out["redis_pubsub_p50_ms"], out["redis_pubsub_p99_ms"] = pct(times, 0.5), pct(times, 0.99)
+    return out
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Conflict|Exit|Violation|Timeout)\b")
+
+
+def _log_failures(lines: list[str]) -> dict[str, Any]:
+    """What the server logged as failing during a run: messages it gave up on (it then closes
+    the connection with 4500) and the exceptions that ended its tracebacks, most common first."""
+    failed = sum(1 for line in lines if "message failed" in line)
+    exceptions = Counter(
+        line.strip()[:160] for line in lines if EXCEPTION_LINE.match(line) and line[:1] != " "
+    )
+    if not failed and not exceptions:
+        return {}
+    return {"message_failed": failed, "exceptions": dict(exceptions.most_common(3))}
+
+
+def _scale_config(target, pool: WorkerPool, s: Settings, log=print) -> dict[str, Any]:
+    """One configuration: the fixed load, the one-room hammer, then the step-up. Each phase
+    on freshly started (and quiet) server processes; the database stays."""
+    import os
+
+    db = target.database
+    res: dict[str, Any] = {
+        "label": target.label,
+        "command": target.command,
+        "processes": target.workers,
+        "backend": "redis+postgres" if db is not None else "memory+sqlite",
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    target.prepare()
+    if db is not None:
+        try:
+            res["service_floors"] = _service_floors(db, target.redis)
+        except Exception as error:
+            res["service_floors"] = {"error": f"{type(error).__name__}: {error}"}
+        log(f"  -- scale {target.name}: bare service round trips {res['service_floors']}")
+
+    def rollbacks() -> tuple[int, int] | None:
+        """(committed, rolled back) transactions in the configuration's database so far, read
+        once the servers are stopped (then PostgreSQL's counts are complete)."""
+        if db is None:
+            return None
+        db.wait_disconnected()
+        return db.xacts()
+
+    def fresh() -> None:
+        target.stop()
+        target.start()
+        target.settle()
+        res.setdefault("settle_s", []).append(target.settle_s)
+
+    def ops_committed(rooms: list[str]) -> int | None:
+        if db is None:
+            import sqlite3
+
+            marks = ",".join("?" * len(rooms))
+            with contextlib.closing(sqlite3.connect(target.data_dir / "db.sqlite3")) as lite:
+                sql = f"SELECT count(*) FROM rooms_op WHERE room_id IN ({marks})"
+                return int(lite.execute(sql, rooms).fetchone()[0])
+        rows = db.query("SELECT count(*) FROM rooms_op WHERE room_id = ANY(%s)", (rooms,))
+        return int(rows[0][0])
+
+    def conflicts(phase: dict[str, Any], before, rooms: list[str]):
+        """A version conflict rolls its transaction back (and the change is retried), so the
+        rollbacks of a phase, read from outside, count its conflicts. In a transaction of
+        several rooms' changes (group commit) one conflict costs two rollbacks: the batch's,
+        then the change's own when the batch is retried change by change. With one room per
+        phase (the hammer) each process commits one change at a time: rollbacks == conflicts.
+        """
+        after = rollbacks()
+        committed = ops_committed(rooms)
+        phase["ops_committed"] = committed
+        if before is None or after is None:
+            # One process commits each room's changes one at a time: no conflict is possible.
+            phase["pg_rollbacks"] = None
+            phase["conflicts_per_commit"] = 0.0 if target.workers == 1 else None
+            return after
+        phase["pg_rollbacks"] = after[1] - before[1]
+        phase["pg_commits"] = after[0] - before[0]
+        phase["conflicts_per_commit"] = (
+            round((after[1] - before[1]) / committed, 4) if committed else None
+        )
+        # Every transaction (group commits, the reads on joining and the version watcher's
+        # polls, room creation) per edit committed: how much the group commit batches.
+        phase["pg_xacts_per_edit"] = (
+            round((after[0] - before[0]) / committed, 3) if committed else None
+        )
+        return after
+
+    # 1. The fixed offered load: many rooms, two users each.
+    r0 = rollbacks()
+    fresh()
+    rooms = create_rooms(target, s.scale_rooms)
+    log(f"  -- scale {target.name}: fixed {s.scale_rate:g} edits/s (pids {target.worker_pids})")
+    fixed = _scale_load(target, pool, s, rooms, 2, s.scale_rate, s.scale_s)
+    target.stop()
+    r1 = conflicts(fixed, r0, rooms)
+    fixed["held"] = not (reasons := _held_reasons(fixed, s.cap_p99_ms))
+    fixed["fail_reasons"] = reasons
+    res["fixed"] = fixed
+    log(
+        f"    fixed: delivered {fixed['delivered_edits_s']}/s  p50 {fixed['fanout_p50_ms']} "
+        f"p99 {fixed['fanout_p99_ms']} ms  ack p99 {fixed['ack_p99_ms']} ms  server "
+        f"{fixed['server_cores']} cores (busiest worker {fixed['worker_max_cores']})  pg "
+        f"{fixed.get('postgres_cores')}  redis {fixed.get('redis_cores')}  other "
+        f"{fixed['other_cores']}  split rooms {fixed['rooms_split']}/{s.scale_rooms}  conns "
+        f"{fixed['conns_per_process']}  rollbacks {fixed['pg_rollbacks']}  PG transactions "
+        f"per edit {fixed.get('pg_xacts_per_edit')}"
+    )
+
+    # 2. The retry cost: one room hammered by users spread over the processes.
+    fresh()
+    room = create_rooms(target, 1)
+    log(
+        f"  -- scale {target.name}: one room, {s.scale_hammer_users} writers, "
+        f"{s.scale_hammer_rate:g} edits/s (Poisson arrivals)"
+    )
+    # Poisson arrivals: with fixed periods, whether two processes' edits collide would be set
+    # once by the clients' phases (a run could see no conflict at all, or many).
+    hammer = _scale_load(
+        target,
+        pool,
+        s,
+        room,
+        s.scale_hammer_users,
+        s.scale_hammer_rate,
+        s.scale_hammer_s,
+        poisson=True,
+    )
+    target.stop()
+    conflicts(hammer, r1, room)
+    res["hammer"] = hammer
+    log(
+        f"    hammer: ack p50 {hammer['ack_p50_ms']} p99 {hammer['ack_p99_ms']} ms  fan-out "
+        f"p50 {hammer['fanout_p50_ms']} p99 {hammer['fanout_p99_ms']} ms  committed "
+        f"{hammer['ops_committed']}  rollbacks {hammer['pg_rollbacks']}  conflicts/commit "
+        f"{hammer['conflicts_per_commit']}  conns {hammer['conns_per_process']}"
+    )
+
+    # 3. Step-up: the highest fixed rate held (p99 <= limit, nothing missing).
+    fresh()
+    failed_last = [False]
+
+    def step_at(rate: float) -> dict[str, Any]:
+        if failed_last[0]:
+            fresh()  # an overloaded step leaves backlog behind: start clean
+        step_rooms = create_rooms(target, s.scale_rooms)
+        step = _scale_load(target, pool, s, step_rooms, 2, rate, s.scale_step_s)
+        step["fail_reasons"] = _held_reasons(step, s.cap_p99_ms)
+        step["held"] = not step["fail_reasons"]
+        failed_last[0] = not step["held"]
+        log(
+            f"    step {rate:6.0f} edits/s: delivered {step['delivered_edits_s']}/s  p50 "
+            f"{step['fanout_p50_ms']} p99 {step['fanout_p99_ms']} ms  server "
+            f"{step['server_cores']} cores  pg {step.get('postgres_cores')}  redis "
+            f"{step.get('redis_cores')}  gen {step['generator_cores']}  other "
+            f"{step['other_cores']}  "
+            + ("held" if step["held"] else "FAILED: " + "; ".join(step["fail_reasons"]))
+            + (f"  server log: {step['server_log_errors']}" if "server_log_errors" in step else "")
+        )
+        return step
+
+    steps: list[dict[str, Any]] = []
+    held: dict[str, Any] | None = None
+    failed: dict[str, Any] | None = None
+    rate = s.scale_start
+    for _ in range(s.scale_steps):
+        step = step_at(rate)
+        steps.append(step)
+        if not step["held"]:
+            failed = step
+            break
+        held = step
+        rate = round(rate * s.scale_factor)
+        if rate > s.scale_max:
+            break
+    if failed is not None:
+        low = held["offered_edits_s"] if held else 0.0
+        high = failed["offered_edits_s"]
+        for _ in range(s.scale_refine):
+            mid = round((low + high) / 2)
+            if mid <= low or high - low < 0.1 * high:
+                break
+            step = step_at(mid)
+            step["refine"] = True
+            steps.append(step)
+            if step["held"]:
+                held, low = step, mid
+            else:
+                high = mid
+        res["stop_reason"] = f"{high:.0f} edits/s failed: " + "; ".join(
+            next(st for st in steps if st["offered_edits_s"] == high)["fail_reasons"]
+        )
+    else:
+        res["stop_reason"] = f"held every step up to {steps[-1]['offered_edits_s']:.0f} edits/s"
+    target.stop()
+    res["steps"] = steps
+    res["held"] = held
+    return res
+
+
+def scale_summary(config: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one configuration that the table shows."""
+    fixed = config.get("fixed") or {}
+    hammer = config.get("hammer") or {}
+    held = config.get("held") or {}
+    return {
+        "processes": config.get("processes"),
+        "backend": config.get("backend"),
+        "fixed_offered_edits_s": fixed.get("offered_edits_s"),
+        "fixed_delivered_edits_s": fixed.get("delivered_edits_s"),
+        "fixed_p50_ms": fixed.get("fanout_p50_ms"),
+        "fixed_p99_ms": fixed.get("fanout_p99_ms"),
+        "fixed_ack_p50_ms": fixed.get("ack_p50_ms"),
+        "fixed_ack_p99_ms": fixed.get("ack_p99_ms"),
+        "fixed_missing": fixed.get("missing"),
+        "fixed_held": fixed.get("held"),
+        "fixed_server_cores": fixed.get("server_cores"),
+        "fixed_worker_max_cores": fixed.get("worker_max_cores"),
+        "fixed_postgres_cores": fixed.get("postgres_cores"),
+        "fixed_redis_cores": fixed.get("redis_cores"),
+        "fixed_cpu_per_edit_us": fixed.get("server_cpu_per_edit_us"),
+        "fixed_other_cores": fixed.get("other_cores"),
+        "fixed_rollbacks_per_commit": fixed.get("conflicts_per_commit"),
+        "fixed_pg_xacts_per_edit": fixed.get("pg_xacts_per_edit"),
+        "server_processes_used": fixed.get("server_processes_used"),
+        "rooms_split_share": fixed.get("rooms_split_share"),
+        "held_edits_s": held.get("offered_edits_s", 0 if config.get("steps") else None),
+        "held_delivered_edits_s": held.get("delivered_edits_s"),
+        "held_p50_ms": held.get("fanout_p50_ms"),
+        "held_p99_ms": held.get("fanout_p99_ms"),
+        "held_server_cores": held.get("server_cores"),
+        "held_postgres_cores": held.get("postgres_cores"),
+        "held_redis_cores": held.get("redis_cores"),
+        "held_other_cores": held.get("other_cores"),
+        "stop_reason": config.get("stop_reason"),
+        "hammer_ack_p50_ms": hammer.get("ack_p50_ms"),
+        "hammer_ack_p99_ms": hammer.get("ack_p99_ms"),
+        "hammer_fanout_p50_ms": hammer.get("fanout_p50_ms"),
+        "hammer_fanout_p99_ms": hammer.get("fanout_p99_ms"),
+        "hammer_server_cores": hammer.get("server_cores"),
+        "hammer_other_cores": hammer.get("other_cores"),
+        "hammer_ops_committed": hammer.get("ops_committed"),
+        "hammer_conflicts": hammer.get("pg_rollbacks"),
+        "pg_commit_p50_ms": (config.get("service_floors") or {}).get("pg_commit_p50_ms"),
+        "pg_commit_p99_ms": (config.get("service_floors") or {}).get("pg_commit_p99_ms"),
+        "redis_pubsub_p50_ms": (config.get("service_floors") or {}).get("redis_pubsub_p50_ms"),
+        "redis_pubsub_p99_ms": (config.get("service_floors") or {}).get("redis_pubsub_p99_ms"),
+        "hammer_conflicts_per_commit": hammer.get("conflicts_per_commit"),
+        "hammer_rooms_split": hammer.get("rooms_split"),
+        "hammer_processes_used": hammer.get("server_processes_used"),
+    }
+
+
+def scenario_scale(pool: WorkerPool, s: Settings, code_root, data_dir, log=print) -> dict[str, Any]:
+    """Scale-out: the single-process default (in-memory layer, SQLite) as the baseline, then
+    `manage.py serve --workers N` on Redis + a fresh PostgreSQL database for each N in
+    `s.scale_workers`; each runs `_scale_config`."""
+    import secrets
+    import traceback
+    from pathlib import Path
+
+    from bench.targets import (
+        PgDatabase,
+        ServeTarget,
+        postgres_server_url,
+        redis_url,
+        services_problem,
+    )
+
+    data_dir = Path(data_dir)
+    problem = services_problem()
+    out: dict[str, Any] = {
+        "redis": redis_url(),
+        "postgres": postgres_server_url(),
+        "services_problem": problem,
+        "configs": {},
+    }
+    configs: list[tuple[str, int, bool]] = [("memory-1", 1, False)]
+    if problem:
+        log(f"  scale: {problem}: only the in-memory baseline runs")
+    else:
+        configs += [(f"redis-pg-{n}", n, True) for n in s.scale_workers]
+    token = secrets.token_hex(4)
+    for name, workers, shared in configs:
+        database = (
+            PgDatabase(postgres_server_url(), f"bench_scale_{token}_{workers}") if shared else None
+        )
+        target = ServeTarget(
+            name,
+            workers,
+            data_dir / name,
+            code_root,
+            database=database,
+            redis=redis_url() if shared else None,
+        )
+        started = time.monotonic()
+        log(f"\n=== scale: {target.label} ===")
+        try:
+            config = _scale_config(target, pool, s, log)
+        except Exception:
+            config = {"error": traceback.format_exc(), "processes": workers}
+            log(config["error"])
+        finally:
+            target.close()
+        config["elapsed_s"] = round(time.monotonic() - started, 1)
+        config["summary"] = scale_summary(config)
+        out["configs"][name] = config
+        log(f"  {name}: {config.get('stop_reason', 'error')} ({config['elapsed_s']:.0f} s)")
     return out

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -377,3 +378,284 @@ def uvicorn_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+# -- scale-out (issue 4): `manage.py serve --workers N` on Redis + PostgreSQL -----------------
+
+REDIS_DEFAULT_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_DEFAULT_URL = "postgres://postgres@127.0.0.1:5432"
+SERVICE_TIMEOUT_S = 3
+WORKER_LINE = re.compile(r"Started server process \[(\d+)\]")
+
+
+def redis_url() -> str:
+    return os.environ.get("BENCH_REDIS_URL") or REDIS_DEFAULT_URL
+
+
+def postgres_server_url() -> str:
+    """The PostgreSQL server, without a database name (each run creates its own database)."""
+    return (os.environ.get("BENCH_POSTGRES_URL") or POSTGRES_DEFAULT_URL).rstrip("/")
+
+
+def services_problem() -> str | None:
+    """Why the scale-out configurations cannot run (Redis or PostgreSQL unreachable), or None."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(
+            redis_url(), socket_connect_timeout=SERVICE_TIMEOUT_S, socket_timeout=SERVICE_TIMEOUT_S
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:
+        return f"Redis at {redis_url()}: {type(error).__name__}: {error}"
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            f"{postgres_server_url()}/postgres", connect_timeout=SERVICE_TIMEOUT_S, autocommit=True
+        ) as connection:
+            connection.execute("SELECT 1")
+    except Exception as error:
+        return f"PostgreSQL at {postgres_server_url()}: {type(error).__name__}: {error}"
+    return None
+
+
+class PgDatabase:
+    """A PostgreSQL database of one bench configuration: created empty, dropped at the end.
+
+    Also the outside view of what the servers did in it: transaction counts from
+    `pg_stat_database` (a version conflict rolls its transaction back) and the CPU of the
+    backends serving it.
+    """
+
+    def __init__(self, server_url: str, name: str) -> None:
+        self.server_url = server_url
+        self.name = name
+
+    @property
+    def url(self) -> str:
+        return f"{self.server_url}/{self.name}"
+
+    def _connect(self, database: str):
+        import psycopg
+
+        return psycopg.connect(
+            f"{self.server_url}/{database}", connect_timeout=SERVICE_TIMEOUT_S, autocommit=True
+        )
+
+    def create(self) -> None:
+        with self._connect("postgres") as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception), self._connect("postgres") as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._connect(self.name) as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def xacts(self) -> tuple[int, int]:
+        """(committed, rolled back) transactions in this database so far. A backend publishes
+        its counts at most once a second while busy and up to 10 s late when idle, but always
+        when it exits: read this once the servers are stopped (`wait_disconnected`)."""
+        with self._connect("postgres") as connection:
+            row = connection.execute(
+                "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = %s",
+                (self.name,),
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def wait_disconnected(self, max_s: float = 15.0) -> bool:
+        """Until no server is connected to this database (a backend publishes its transaction
+        counts when it exits, so `xacts()` is then exact). Bounded."""
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            if not self.backend_pids():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def backend_pids(self) -> list[int]:
+        with self._connect("postgres") as connection:
+            rows = connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.name,),
+            ).fetchall()
+        return [int(pid) for (pid,) in rows]
+
+
+class PidSet:
+    """CPU seconds of a set of processes (PostgreSQL backends, the Redis server): the same
+    interface as ProcTree.cpu(), for the services the scaled-out servers lean on. `pids` is
+    called on the first sample (backends exist only once the servers have connected)."""
+
+    def __init__(self, pids) -> None:
+        self.pids = pids
+        self.procs: list[psutil.Process] | None = None
+
+    def cpu(self) -> dict[int, float]:
+        if self.procs is None:
+            self.procs = []
+            with contextlib.suppress(Exception):
+                for pid in self.pids():
+                    with contextlib.suppress(psutil.Error):
+                        self.procs.append(psutil.Process(pid))
+        out = {}
+        for proc in self.procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                out[proc.pid] = times.user + times.system
+        return out
+
+
+def redis_server_pids() -> list[int]:
+    """The local redis-server process(es), to read their CPU (shared with other users)."""
+    pids = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["name"] == "redis-server" or (
+                proc.info["cmdline"] and "redis-server" in proc.info["cmdline"][0]
+            ):
+                pids.append(proc.pid)
+    return pids
+
+
+class ServeTarget(_Subprocess):
+    """`manage.py serve --workers N` (uvicorn; the supervisor plus N worker processes on one
+    port). With `postgres` the workers share rooms through Redis and a fresh PostgreSQL
+    database created for this target; without it, the single-process default: SQLite and the
+    in-process channel layer, no Redis."""
+
+    ready_line = "Uvicorn running on"
+
+    def __init__(
+        self,
+        name: str,
+        workers: int,
+        data_dir: Path,
+        code_root: Path = PROJECT_ROOT,
+        *,
+        database: PgDatabase | None = None,
+        redis: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.workers = workers
+        self.data_dir = Path(data_dir)
+        self.code_root = Path(code_root)
+        self.database = database
+        self.redis = redis
+        self.extra_env = env or {}
+        self.worker_pids: list[int] = []
+        self.port = 0
+        self.migrated = False
+        backend = "Redis + PostgreSQL" if database else "in-memory layer + SQLite"
+        self.label = f"manage.py serve --workers {workers} ({backend})"
+        self.command = f"manage.py serve --workers {workers}" + (
+            " (REDIS_URL, DATABASE_URL=postgres://...)"
+            if database
+            else " (defaults: no Redis, SQLite)"
+        )
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "INFO",
+            **RATE_ENV,
+            **self.extra_env,
+        }
+        env.pop("REDIS_URL", None)
+        if self.database is not None:
+            env["DATABASE_URL"] = self.database.url
+            env["REDIS_URL"] = self.redis or redis_url()
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{self.data_dir / 'db.sqlite3'}"
+        return env
+
+    def prepare(self) -> None:
+        """A fresh database (PostgreSQL: created empty; SQLite: a new file), migrated. Once."""
+        if self.migrated:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.database is not None:
+            self.database.create()
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=self.code_root,
+            env=self.env(),
+            check=True,
+            timeout=120,
+        )
+        self.migrated = True
+
+    def start(self) -> ServeTarget:
+        self.prepare()
+        env = self.env()
+        self.port = free_port()
+        self.http_url = f"http://127.0.0.1:{self.port}"
+        self.ws_base = f"ws://127.0.0.1:{self.port}"
+        self.log = []
+        args = ["manage.py", "serve", "--workers", str(self.workers), "--host", "127.0.0.1"]
+        self._spawn([sys.executable, *args, "--port", str(self.port)], env)
+        # The supervisor announces the port before its workers are up: wait for each worker's
+        # own start line (its pid), bounded.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            pids = [int(m.group(1)) for line in list(self.log) if (m := WORKER_LINE.search(line))]
+            if len(pids) >= self.workers:
+                self.worker_pids = pids[-self.workers :]
+                break
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited while starting:\n" + "".join(self.log))
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError(f"{self.name}: workers did not start:\n" + "".join(self.log))
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            root = psutil.Process(self.process.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        super().stop()
+        # Whatever the supervisor left behind (it normally stops its workers itself).
+        for proc in tree[1:]:
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running():
+                    proc.kill()
+        self.worker_pids = []
+
+    def close(self) -> None:
+        self.stop()
+        if self.database is not None:
+            self.database.drop()
+
+    def connection_owners(self) -> dict[int, int]:
+        """{client's local port: pid of the worker holding that connection}, read from each
+        worker's sockets (psutil): which process each bench client landed on."""
+        owners: dict[int, int] = {}
+        for pid in self.worker_pids:
+            try:
+                conns = psutil.Process(pid).net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            for conn in conns:
+                if (
+                    conn.status == psutil.CONN_ESTABLISHED
+                    and conn.laddr
+                    and conn.laddr.port == self.port
+                    and conn.raddr
+                ):
+                    owners[conn.raddr.port] = pid
+        return owners
