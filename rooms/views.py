@@ -137,14 +137,11 @@ def _reject(name: str) -> None:
 
 @only("GET")
 def room_join_view(request: HttpRequest) -> JsonResponse:
-    room = load_room(request, request.GET.get("id"))
-    if isinstance(room, JsonResponse):
-        return room
-    return JsonResponse(room_body(room))
+    return room_detail_view(request, request.GET.get("id"))
 
 
 @only("GET")
-def room_detail_view(request: HttpRequest, room_id: str) -> JsonResponse:
+def room_detail_view(request: HttpRequest, room_id: str | None) -> JsonResponse:
     room = load_room(request, room_id)
     if isinstance(room, JsonResponse):
         return room
