@@ -563,6 +563,19 @@ def _wait_sync(future: concurrent.futures.Future[Any], timeout: float) -> bool:
     return bool(done)
 
 
+def _begin(
+    cache_key: Hashable | None, code: str, line: int, column: int, query: str | None
+) -> tuple[Position, str, concurrent.futures.Future[None], Any]:
+    """The part both entry points share: locate, start the warm-up, look up or submit Jedi.
+
+    `found` is the cached answer (a tuple), Jedi's pending future, or None (Jedi is busy)."""
+    position = locate(code, line, column)
+    prefix = position.prefix if query is None else query
+    warm = start_warm_up()  # lazily, for processes that did not warm up at start
+    found = _cached_or_submit(_full_key(cache_key, code), code, line, column, position)
+    return position, prefix, warm, found
+
+
 async def complete_in_code(
     *,
     cache_key: Hashable | None,
@@ -585,10 +598,7 @@ async def complete_in_code(
     the wait for it (at most settings.AUTOCOMPLETE_COLD_WAIT_S, default 10 s) comes first.
     Raises BadPosition. Never blocks the event loop.
     """
-    position = locate(code, line, column)
-    prefix = position.prefix if query is None else query
-    warm = start_warm_up()  # lazily, for processes that did not warm up at start
-    found = _cached_or_submit(_full_key(cache_key, code), code, line, column, position)
+    position, prefix, warm, found = _begin(cache_key, code, line, column, query)
     if isinstance(found, tuple):
         return _respond(found, prefix, False)
     if found is not None:
@@ -612,10 +622,7 @@ def complete_in_code_sync(
     budget: float | None = None,
 ) -> dict[str, Any]:
     """`complete_in_code` for synchronous callers: blocks this thread for at most the budget."""
-    position = locate(code, line, column)
-    prefix = position.prefix if query is None else query
-    warm = start_warm_up()
-    found = _cached_or_submit(_full_key(cache_key, code), code, line, column, position)
+    position, prefix, warm, found = _begin(cache_key, code, line, column, query)
     if isinstance(found, tuple):
         return _respond(found, prefix, False)
     if found is not None:
