@@ -9,6 +9,9 @@ urlpatterns = [
     re_path(r"^rooms/?$", views.rooms_collection, name="rooms"),
     re_path(r"^rooms/(?P<room_id>[^/]+)/history/?$", views.room_history_view, name="room-history"),
     re_path(r"^rooms/(?P<room_id>[^/]+)/?$", views.room_detail_view, name="room-detail"),
+    # Operations (docs/deploying.md, "Health and metrics").
+    re_path(r"^healthz/?$", views.healthz_view, name="healthz"),
+    re_path(r"^metrics/?$", views.metrics_view, name="metrics"),
     # The editor page (rooms/pages.py).
     re_path(r"^$", pages.editor_page, name="editor"),
     re_path(r"^r/(?P<room_id>[^/]+)/?$", pages.editor_page, name="editor-room"),

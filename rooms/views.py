@@ -4,15 +4,16 @@ Views only translate between HTTP and rooms/document.py.
 """
 
 import json
+from inspect import iscoroutinefunction
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from rooms import access, document, ot, presence
+from rooms import access, document, health, metrics, ot, presence
 from rooms.limits import PerAddressLimit
 from rooms.models import Room
 from rooms.protocol import (
@@ -38,16 +39,30 @@ def room_body(room: Room) -> dict[str, Any]:
 def only(method: str):
     """Answer other methods with a JSON 405 instead of Django's empty response."""
 
-    def decorate(view):
-        @csrf_exempt  # an API for editors and scripts: it reads no cookies, so CSRF cannot apply
-        def wrapped(request: HttpRequest, *args, **kwargs):
-            if request.method != method and not (method == "GET" and request.method == "HEAD"):
-                response = json_error(405, f"use {method}")
-                response["Allow"] = method
-                return response
-            return view(request, *args, **kwargs)
+    def refusal(request: HttpRequest) -> JsonResponse | None:
+        if request.method == method or (method == "GET" and request.method == "HEAD"):
+            return None
+        response = json_error(405, f"use {method}")
+        response["Allow"] = method
+        return response
 
-        return wrapped
+    def decorate(view):
+        if iscoroutinefunction(view):
+
+            async def wrapped(request: HttpRequest, *args, **kwargs):
+                if refused := refusal(request):
+                    return refused
+                return await view(request, *args, **kwargs)
+
+        else:
+
+            def wrapped(request: HttpRequest, *args, **kwargs):
+                if refused := refusal(request):
+                    return refused
+                return view(request, *args, **kwargs)
+
+        # An API for editors and scripts: it reads no cookies, so CSRF cannot apply.
+        return csrf_exempt(wrapped)
 
     return decorate
 
@@ -164,6 +179,33 @@ def room_history_view(request: HttpRequest, room_id: str) -> JsonResponse:
             "ops": document.room_history(room, since=since),
         }
     )
+
+
+# -- operations: health and metrics (docs/deploying.md); no token, no room ids, no code ----
+
+
+@only("GET")
+async def healthz_view(request: HttpRequest) -> JsonResponse:
+    checks = await health.health_check()
+    healthy = all(reason is None for reason in checks.values())
+    response = JsonResponse(
+        {
+            "status": "ok" if healthy else "fail",
+            "checks": {name: reason or "ok" for name, reason in checks.items()},
+        },
+        status=200 if healthy else 503,
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# Async: the live-room count belongs to the event loop, and rendering is quick enough for it.
+@only("GET")
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    body, content_type = metrics.render()
+    response = HttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # -- JSON everywhere: Django's own error pages ------------------------------------------------
