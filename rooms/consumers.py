@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -22,7 +23,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from autocomplete import completion
-from rooms import access, document, ot, presence
+from rooms import access, document, ot, presence, sockets
 from rooms.document import Change, LiveRoom, group_name
 from rooms.limits import TokenBucket
 from rooms.presence import CursorThrottle, TypingState
@@ -157,6 +158,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     live: LiveRoom | None = None
     user_id: str = ""
     joined = False
+    # While this connection's own change is being committed and acked, the room's fan-out
+    # passes it by: its ack stands for that change, which it must not get as someone else's.
+    submitting = False
+    # A fan-out send waiting for this socket to drain; later changes wait for it.
+    blocked_send: asyncio.Future | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -258,12 +264,15 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             changes = await self.live.changes_between(params["version"], head)
             init["ops"] = [change.entry() for change in changes]
         await self.send_json(init)
+        self.live.members.add(self)
+        await self.deliver_through(self.live.version)  # committed while init was on its way
         await self.announce("room.join", users)
 
     async def disconnect(self, code: int) -> None:
         live = self.live
         if live is None:
             return
+        live.members.discard(self)
         for task in self.side_tasks:
             task.cancel()
         if getattr(self, "idle_timer", None) is not None:
@@ -346,14 +355,15 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     async def on_sync_code(self, message: dict[str, Any]) -> None:
         code = require_text(message, "code")
         base = require_int(message, "version", optional=True)
-        result = await document.change_submit(
-            self.live, base_version=base, text=code, user=self.user_id, client=self.client_id
-        )
-        self.typing.edited()
-        ack: dict[str, Any] = {"type": "ack", "version": result.version}
-        if result.text != code:
-            ack["code"] = result.text
-        await self.send_ack(result, ack)
+        async with self.own_change():
+            result = await document.change_submit(
+                self.live, base_version=base, text=code, user=self.user_id, client=self.client_id
+            )
+            self.typing.edited()
+            ack: dict[str, Any] = {"type": "ack", "version": result.version}
+            if result.text != code:
+                ack["code"] = result.text
+            await self.send_ack(result, ack)
 
     async def on_op(self, message: dict[str, Any]) -> None:
         if self.mode != "ops":
@@ -366,16 +376,27 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(BAD_MESSAGE, "an op message needs 'op'")
         if not isinstance(message["op"], list):
             raise ProtocolError(BAD_OP, "'op' must be a list of parts")
-        result = await document.change_submit(
-            self.live,
-            base_version=base,
-            op=message["op"],
-            user=self.user_id,
-            client=self.client_id,
-            seq=seq,
-        )
-        self.typing.edited()
-        await self.send_ack(result, {"type": "ack", "version": result.version, "seq": seq})
+        async with self.own_change():
+            result = await document.change_submit(
+                self.live,
+                base_version=base,
+                op=message["op"],
+                user=self.user_id,
+                client=self.client_id,
+                seq=seq,
+            )
+            self.typing.edited()
+            await self.send_ack(result, {"type": "ack", "version": result.version, "seq": seq})
+
+    @contextlib.asynccontextmanager
+    async def own_change(self) -> AsyncIterator[None]:
+        self.submitting = True
+        try:
+            yield
+        finally:
+            self.submitting = False
+            # What the fan-out passed by meanwhile (also when the change was refused).
+            await self.deliver_through(self.live.version)
 
     async def on_cursor(self, message: dict[str, Any]) -> None:
         anchor = require_int(message, "anchor")
@@ -402,9 +423,14 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError(BAD_MESSAGE, str(error)) from None
         # Jedi may take up to its budget: answer on the side, so this client's own edits and
         # deliveries never wait behind a completion.
-        task = asyncio.create_task(self.send_completions(request_id, code, version, line, column))
+        self.start_side_task(self.send_completions(request_id, code, version, line, column))
+
+    def start_side_task(self, awaitable: Awaitable[None]) -> asyncio.Future:
+        """Run beside this connection's messages; cancelled when it disconnects."""
+        task = asyncio.ensure_future(awaitable)
         self.side_tasks.add(task)
         task.add_done_callback(self.side_tasks.discard)
+        return task
 
     def schedule_idle_check(self, delay: float) -> asyncio.TimerHandle | None:
         if settings.COLLAB_IDLE_TIMEOUT_S <= 0:
@@ -419,9 +445,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.idle_timer = self.schedule_idle_check(remaining)
         elif self.joined:
             self.idle_timer = None
-            task = asyncio.ensure_future(self.close(CLOSE_IDLE))
-            self.side_tasks.add(task)
-            task.add_done_callback(self.side_tasks.discard)
+            self.start_side_task(self.close(CLOSE_IDLE))
 
     async def send_completions(
         self, request_id: int, code: str, version: int, line: int, column: int
@@ -519,24 +543,63 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             )
         return cursors
 
+    def deliver_now(self) -> None:
+        """The room's fan-out (rooms/document.py): send what this connection lacks, in order,
+        without waiting. A busy connection is passed by; it catches up when it is free."""
+        live = self.live
+        if live is None or self.submitting or self.blocked_send is not None:
+            return
+        changes = live.recent_between(self.delivered, live.version)
+        if changes is None:  # further behind than memory reaches: read the log on our own time
+            self.start_side_task(self.deliver_through(live.version))
+            return
+        for change in changes:
+            message = self.message_for(change)
+            self.delivered = change.version
+            pending = sockets.send_now(self.base_send, message)
+            if pending is not None:
+                self.blocked_send = self.start_side_task(pending)
+                pending.add_done_callback(self.send_drained)
+                return
+
+    def send_drained(self, send: asyncio.Future) -> None:
+        self.blocked_send = None
+        if send.cancelled():
+            return  # the connection is closing
+        if send.exception() is not None:
+            logger.warning("room send failed: %r", send.exception())
+        self.deliver_now()
+
     async def deliver_through(self, version: int) -> None:
         """Send every change after the last delivered one up to `version`, in order."""
         if version <= self.delivered:
             return
         for change in await self.live.changes_between(self.delivered, version):
-            await self.send(text_data=self.frame_for(change))
+            if change.version <= self.delivered:
+                continue  # the fan-out sent it while the log was being read
+            message = self.message_for(change)
             self.delivered = change.version
+            await self.base_send(message)
 
-    def frame_for(self, change: Change) -> str:
+    def message_for(self, change: Change) -> dict[str, str]:
+        """The change as this connection's next frame (call in version order: text mode keeps
+        the text at the last delivered version)."""
         if self.mode == "ops":
-            return change.op_frame()
+            return change.op_message()
         if change.version == self.live.version:
             self.text = self.live.text
-            return self.live.text_frame(change.user)
-        self.text = ot.apply(self.text, change.op)
-        return encode(
-            {"type": "sync_code", "code": self.text, "version": change.version, "user": change.user}
-        )
+            frame = self.live.text_frame(change.user)
+        else:
+            self.text = ot.apply(self.text, change.op)
+            frame = encode(
+                {
+                    "type": "sync_code",
+                    "code": self.text,
+                    "version": change.version,
+                    "user": change.user,
+                }
+            )
+        return {"type": "websocket.send", "text": frame}
 
     async def send_ack(self, result: document.CommitResult, ack: dict[str, Any]) -> None:
         if result.duplicate:

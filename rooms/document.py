@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -70,6 +70,7 @@ class Change:
     # The inverse op (computed when applied), so the text at an older version can be rebuilt.
     undo: ot.Op | None = None
     _op_frame: str | None = field(default=None, repr=False)
+    _op_message: dict[str, str] | None = field(default=None, repr=False)
 
     def entry(self) -> dict[str, Any]:
         """The change as a history / `init.ops` entry."""
@@ -81,6 +82,12 @@ class Change:
             "seq": self.seq,
             "ts": self.ts,
         }
+
+    def op_message(self) -> dict[str, str]:
+        """The ops-mode broadcast as an ASGI send message: one object shared by every socket."""
+        if self._op_message is None:
+            self._op_message = {"type": "websocket.send", "text": self.op_frame()}
+        return self._op_message
 
     def op_frame(self) -> str:
         """The ops-mode broadcast, encoded once and sent as the same bytes to every socket."""
@@ -126,8 +133,22 @@ class VersionConflict(Exception):
     """Another process committed this version first."""
 
 
+class Member(Protocol):
+    """A connection of this process that takes the room's deliveries (rooms/consumers.py)."""
+
+    def deliver_now(self) -> None:
+        """Send, without waiting, every committed change this connection has not seen yet."""
+
+
 class LiveRoom:
-    """One room's head state in this process. Mutated only under `lock`."""
+    """One room's head state in this process. Mutated only under `lock`.
+
+    Delivery is pull-based: each member tracks the last version it sent, and whenever the head
+    advances one fan-out pass asks every member to send what it lacks. The changes are encoded
+    once and the same bytes go to every socket; a member that is busy (its own change is being
+    acked, or its socket is not taking writes) is passed by and catches up by version when it is
+    free again. So the cost of a change is O(room), with no task wake-up per socket.
+    """
 
     def __init__(
         self,
@@ -154,6 +175,8 @@ class LiveRoom:
         # a database read.
         self.last_seq: dict[str, int] = {}
         self._text_frame: tuple[int, str] | None = None
+        self.members: set[Member] = set()
+        self._fan_out_scheduled = False
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -191,6 +214,24 @@ class LiveRoom:
         self.recent.append(change)
         if change.seq is not None:
             self.last_seq[change.client] = max(change.seq, self.last_seq.get(change.client, 0))
+        self.schedule_fan_out()
+
+    # -- delivering ------------------------------------------------------------------------
+
+    def schedule_fan_out(self) -> None:
+        # On the next loop iteration rather than inline: the submitter's ack goes out first,
+        # and changes committed together (group commit) share one pass.
+        if not self._fan_out_scheduled:
+            self._fan_out_scheduled = True
+            asyncio.get_running_loop().call_soon(self._fan_out)
+
+    def _fan_out(self) -> None:
+        self._fan_out_scheduled = False
+        for member in tuple(self.members):  # a failed send may end a connection mid-pass
+            try:
+                member.deliver_now()
+            except Exception:
+                logger.exception("room %s: delivery to one connection failed", self.room_id)
 
     async def catch_up(self) -> None:
         """Apply every change other processes committed after our head."""
@@ -207,17 +248,22 @@ class LiveRoom:
             elif change.version > self.version:
                 await self.catch_up()
 
-    async def changes_between(self, after: int, through: int) -> list[Change]:
-        """Changes with versions in (after, through], from memory or else the op log."""
+    def recent_between(self, after: int, through: int) -> list[Change] | None:
+        """Changes with versions in (after, through] if memory holds them all, else None."""
         if through <= after:
             return []
         first = self.change_at(after + 1)
-        if first is not None and through <= self.version:
-            return [
-                self.recent[first.version - self.recent[0].version + i]
-                for i in range(through - after)
-            ]
-        return await _changes_after(self.room_id, after, through)
+        if first is None or through > self.version:
+            return None
+        start = first.version - self.recent[0].version
+        return [self.recent[start + i] for i in range(through - after)]
+
+    async def changes_between(self, after: int, through: int) -> list[Change]:
+        """Changes with versions in (after, through], from memory or else the op log."""
+        changes = self.recent_between(after, through)
+        if changes is None:
+            changes = await _changes_after(self.room_id, after, through)
+        return changes
 
     async def reach(self, version: int) -> None:
         """Make sure this process has applied every change up to `version`."""
@@ -417,8 +463,12 @@ async def change_submit(
 
 
 async def change_announce(room_id: str, change: Change) -> None:
-    """Hand a committed change to delivery: every connection of the room, in every process."""
-    await get_channel_layer().group_send(group_name(room_id), change.event())
+    """Tell the room's other processes about a committed change (this process's connections
+    get it from the room's fan-out)."""
+    layer = get_channel_layer()
+    if getattr(layer, "single_process", False):
+        return  # nobody else to tell
+    await layer.group_send(group_name(room_id), change.event())
 
 
 class DuplicateSeq(Exception):

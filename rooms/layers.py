@@ -28,6 +28,9 @@ SWEEP_EVERY_NEW_CHANNELS = 256
 
 class RoomChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
+    # Every connection lives in this process: rooms/document.py delivers committed changes to
+    # them directly and skips announcing them here.
+    single_process = True
 
     def __init__(self, capacity: int = 1000, **kwargs: Any) -> None:
         super().__init__(capacity=capacity, **kwargs)

@@ -1,4 +1,5 @@
-"""Start the real server (daphne through `manage.py runserver`) in a subprocess, as a user would.
+"""Start the real server in a subprocess, as a user would: daphne through `manage.py runserver`
+(LiveServer) or uvicorn through `manage.py serve` (ServeProcess).
 
 Used by the end-to-end tests, the JavaScript client tests and the benchmarks. Readiness is read
 from the server's own log line, never guessed with a sleep; every wait is bounded.
@@ -6,14 +7,18 @@ from the server's own log line, never guessed with a sleep; every wait is bounde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "Listening on TCP address"
@@ -126,3 +131,103 @@ class LiveServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+WORKER_STARTED = re.compile(r"Started server process \[(\d+)\]")
+
+
+class ServeProcess:
+    """`manage.py serve` in a subprocess; readiness from uvicorn's own log lines."""
+
+    def __init__(self, env: dict[str, str], workers: int) -> None:
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.workers = workers
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.worker_pids: list[int] = []
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> ServeProcess:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "serve",
+                "--workers",
+                str(self.workers),
+                "--port",
+                str(self.port),
+            ],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers in a process group of their own
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        return self
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.log.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Every worker logged "Started server process [pid]" (uvicorn logs it once the app is
+        imported), then one HTTP request answers. A worker that dies while starting fails."""
+        deadline = threading.Event()
+        timer = threading.Timer(timeout, deadline.set)
+        timer.start()
+        try:
+            while len(self.worker_pids) < self.workers:
+                try:
+                    line = self.lines.get(timeout=1)
+                except queue.Empty:
+                    if deadline.is_set():
+                        raise AssertionError(self.failure("no workers ready in time")) from None
+                    continue
+                if line is None:
+                    raise AssertionError(self.failure("serve exited while starting"))
+                if "died" in line or "Traceback" in line:
+                    raise AssertionError(self.failure("a worker failed while starting"))
+                if match := WORKER_STARTED.search(line):
+                    self.worker_pids.append(int(match.group(1)))
+        finally:
+            timer.cancel()
+        # Confirm over HTTP: a bounded loop of short requests (no event exists for "serving").
+        for _ in range(20):
+            try:
+                if httpx.get(f"{self.http_url}/rooms/create", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        raise AssertionError(self.failure("workers started but GET /rooms/create never answered"))
+
+    def failure(self, what: str) -> str:
+        return f"manage.py serve --workers {self.workers}: {what}. Log:\n" + "".join(self.log[-60:])
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # uvicorn's parent stops its workers
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=15)
+        # Whatever is left of its process group (workers included) goes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=15)
+        self.process = None
