@@ -23,7 +23,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from autocomplete import completion
-from rooms import access, document, ot, presence, sockets
+from rooms import access, document, metrics, ot, presence, sockets
 from rooms.document import Change, LiveRoom, group_name
 from rooms.limits import TokenBucket
 from rooms.presence import CursorThrottle, TypingState
@@ -245,6 +245,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         )
         presence.keeper.add(room_id, self.user_id)
         self.joined = True
+        metrics.connection_opened()
         # Everything in init describes one version, captured before anything else can await:
         # changes committed meanwhile reach this connection as broadcasts, after init.
         head, self.text = self.live.version, self.live.text
@@ -280,6 +281,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         try:
             if self.joined:
                 self.joined = False
+                metrics.connection_closed()
                 self.cursor.stop()
                 # First, so the heartbeat stops vouching for us even if a step below fails.
                 presence.keeper.discard(live.room_id, self.user_id)
@@ -299,6 +301,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             return
         self.last_heard = asyncio.get_running_loop().time()
         if not self.rate.take():
+            metrics.rate_limited()
             await self.send_error(ProtocolError(RATE_LIMITED, "too many messages; slow down"))
             return
         try:
@@ -609,10 +612,12 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.deliver_through(result.version)
             ack["duplicate"] = True
             await self.send_json(ack)
+            metrics.ack_sent(asyncio.get_running_loop().time() - self.last_heard)
             return
         # Every change committed before ours reaches this socket before our ack.
         await self.deliver_through(result.version - 1)
         await self.send_json(ack)
+        metrics.ack_sent(asyncio.get_running_loop().time() - self.last_heard)
         self.delivered = result.version
         self.text = result.text
 

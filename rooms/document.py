@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from rooms import access, ot
+from rooms import access, metrics, ot
 from rooms.models import Op, Room
 from rooms.protocol import (
     BAD_MESSAGE,
@@ -176,7 +176,7 @@ class LiveRoom:
         self.last_seq: dict[str, int] = {}
         self._text_frame: tuple[int, str] | None = None
         self.members: set[Member] = set()
-        self._fan_out_scheduled = False
+        self._fan_out_scheduled_at: float | None = None  # loop time; None: no pass pending
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -221,17 +221,19 @@ class LiveRoom:
     def schedule_fan_out(self) -> None:
         # On the next loop iteration rather than inline: the submitter's ack goes out first,
         # and changes committed together (group commit) share one pass.
-        if not self._fan_out_scheduled:
-            self._fan_out_scheduled = True
-            asyncio.get_running_loop().call_soon(self._fan_out)
+        if self._fan_out_scheduled_at is None:
+            loop = asyncio.get_running_loop()
+            self._fan_out_scheduled_at = loop.time()
+            loop.call_soon(self._fan_out)
 
     def _fan_out(self) -> None:
-        self._fan_out_scheduled = False
+        scheduled_at, self._fan_out_scheduled_at = self._fan_out_scheduled_at, None
         for member in tuple(self.members):  # a failed send may end a connection mid-pass
             try:
                 member.deliver_now()
             except Exception:
                 logger.exception("room %s: delivery to one connection failed", self.room_id)
+        metrics.fanout_done(asyncio.get_running_loop().time() - scheduled_at)
 
     async def catch_up(self) -> None:
         """Apply every change other processes committed after our head."""
@@ -457,6 +459,7 @@ async def change_submit(
                 await live.catch_up()
                 return CommitResult(first_version, live.text, duplicate=True)
         live.advance(change)
+        metrics.change_committed()
         result = CommitResult(change.version, new_text)
     await change_announce(live.room_id, change)
     return result

@@ -119,3 +119,46 @@ async def test_metrics_carry_no_room_ids(async_client):
     finally:
         document.live_rooms.release(live)
     assert room.id not in body and "secret" not in body
+
+
+async def test_a_session_moves_connections_changes_latencies_and_rate_limited(settings):
+    from tests.rooms.wsclient import Client
+
+    settings.COLLAB_RATE_BURST = 2  # the third message of a burst is refused
+    settings.COLLAB_RATE_PER_S = 0.001
+    room = await database_sync_to_async(document.room_create)(code="")
+    names = [
+        "collab_connections",
+        "collab_changes_total",
+        "collab_ack_latency_seconds_count",
+        "collab_fanout_latency_seconds_count",
+        "collab_rate_limited_total",
+    ]
+    before = {name: value(name) for name in names}
+
+    writer = Client(f"/ws/{room.id}?mode=ops")
+    reader = Client(f"/ws/{room.id}?mode=ops")
+    await writer.connect()
+    await reader.connect()
+    assert value("collab_connections") == before["collab_connections"] + 2
+
+    await writer.send({"type": "op", "version": 0, "seq": 1, "op": ["a"]})
+    assert (await writer.receive_type("ack"))["version"] == 1
+    assert (await reader.receive_type("op"))["version"] == 1
+    await writer.send({"type": "ping"})
+    await writer.receive_type("pong")
+    await writer.send({"type": "ping"})
+    assert (await writer.receive_type("error"))["code"] == "rate_limited"
+
+    assert value("collab_changes_total") == before["collab_changes_total"] + 1
+    assert (
+        value("collab_ack_latency_seconds_count") == before["collab_ack_latency_seconds_count"] + 1
+    )
+    assert value("collab_fanout_latency_seconds_count") >= (
+        before["collab_fanout_latency_seconds_count"] + 1
+    )
+    assert value("collab_rate_limited_total") == before["collab_rate_limited_total"] + 1
+
+    await writer.close()
+    await reader.close()
+    assert value("collab_connections") == before["collab_connections"]
