@@ -53,6 +53,10 @@ from rooms.protocol import (
 logger = logging.getLogger(__name__)
 
 MODES = ("text", "ops")
+# What sending to a client that is gone or closing raises (uvicorn: ClientDisconnected, an
+# OSError; daphne's autobahn: Disconnected, a RuntimeError). Not an error here: disconnect()
+# follows, and what the client missed it gets when it resumes.
+GONE = (OSError, RuntimeError)
 # What a view token may not send (decided before any other validation).
 EDITING_TYPES = frozenset({"sync_code", "op", "cursor", "typing"})
 
@@ -170,12 +174,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         async def send_unless_gone(message: dict) -> None:
-            # A client that is gone or closing is not an error here (uvicorn raises
-            # ClientDisconnected, an OSError; daphne's autobahn raises Disconnected, a
-            # RuntimeError): disconnect() follows, and what it missed it gets when it resumes.
-            with contextlib.suppress(OSError, RuntimeError):
+            with contextlib.suppress(*GONE):
                 await send(message)
 
+        self.asgi_send = send  # the fan-out's, which handles GONE itself
         try:
             await super().__call__(scope, receive, send_unless_gone)
         finally:
@@ -552,14 +554,20 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         live = self.live
         if live is None or self.submitting or self.blocked_send is not None:
             return
-        changes = live.recent_between(self.delivered, live.version)
-        if changes is None:  # further behind than memory reaches: read the log on our own time
-            self.start_side_task(self.deliver_through(live.version))
-            return
+        if live.version == self.delivered + 1:
+            changes = (live.recent[-1],)  # the usual case: one change behind
+        else:
+            changes = live.recent_between(self.delivered, live.version)
+            if changes is None:  # further behind than memory reaches: read the log on our time
+                self.start_side_task(self.deliver_through(live.version))
+                return
         for change in changes:
             message = self.message_for(change)
             self.delivered = change.version
-            pending = sockets.send_now(self.base_send, message)
+            try:
+                pending = sockets.send_now(self.asgi_send, message)
+            except GONE:
+                return
             if pending is not None:
                 self.blocked_send = self.start_side_task(pending)
                 pending.add_done_callback(self.send_drained)
@@ -567,7 +575,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     def send_drained(self, send: asyncio.Future) -> None:
         self.blocked_send = None
-        if send.cancelled():
+        if send.cancelled() or isinstance(send.exception(), GONE):
             return  # the connection is closing
         if send.exception() is not None:
             logger.warning("room send failed: %r", send.exception())
