@@ -19,7 +19,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from autocomplete import completion
@@ -177,13 +179,49 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             with contextlib.suppress(*GONE):
                 await send(message)
 
+        # Channels' AsyncConsumer.__call__, with its message loop replaced: that one waits on
+        # both sources with asyncio.wait and starts a new task for every message, which cost
+        # more than handling the message and three tasks per idle connection. Here the
+        # client's messages are read in this task; the channel layer's come through our
+        # layer's inbox (a task only while messages wait) or, on other layers, one long-lived
+        # task. `turn` still handles them one at a time, as Channels does.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send_unless_gone
         self.asgi_send = send  # the fan-out's, which handles GONE itself
+        self.turn = asyncio.Lock()
+        subscribed = hasattr(self.channel_layer, "subscribe")
+        if subscribed:
+            self.channel_layer.subscribe(self.channel_name, self.dispatch_layer_message)
+        else:
+            relay = asyncio.ensure_future(self.relay_layer_messages())
         try:
-            await super().__call__(scope, receive, send_unless_gone)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
+            if subscribed:
+                self.channel_layer.unsubscribe(self.channel_name)
+            else:
+                relay.cancel()
             # Whatever ended this connection, its presence entry and live room are released.
             if self.live is not None:
                 await self.disconnect(CLOSE_INTERNAL_ERROR)
+
+    async def relay_layer_messages(self) -> None:
+        while True:
+            await self.dispatch_layer_message(await self.channel_layer.receive(self.channel_name))
+
+    async def dispatch_layer_message(self, message: dict[str, Any]) -> None:
+        try:
+            await self.dispatch(message)
+        except Exception:
+            # What Channels' loop would do (the connection ends), without taking the process
+            # down: the client reconnects and resumes.
+            logger.exception("room message %s failed", message.get("type"))
+            await self.close(CLOSE_INTERNAL_ERROR)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs close_old_connections() in the database thread before every message,
@@ -193,7 +231,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")
-        await handler(message)
+        async with self.turn:
+            await handler(message)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

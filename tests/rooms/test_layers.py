@@ -75,3 +75,93 @@ async def test_a_waiting_receiver_keeps_its_queue():
     layer._sweep()
     await layer.send(waiting, {"type": "late"})
     assert (await asyncio.wait_for(receiver, 1))["type"] == "late"
+
+
+class Recorder:
+    """A subscriber whose handling of each message waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.handled: list[dict] = []
+        self.running = 0
+        self.most_at_once = 0
+        self.release = asyncio.Event()
+        self.release.set()
+        self.all_in = asyncio.Event()
+        self.expected = 0
+
+    async def handle(self, message: dict) -> None:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        await self.release.wait()
+        self.handled.append(message)
+        self.running -= 1
+        if len(self.handled) == self.expected:
+            self.all_in.set()
+
+
+async def test_a_subscribed_channel_hands_messages_over_in_order_one_at_a_time():
+    layer = RoomChannelLayer()
+    channel = await layer.new_channel()
+    recorder = Recorder()
+    recorder.expected = 3
+    recorder.release.clear()
+    layer.subscribe(channel, recorder.handle)
+    await layer.group_add("g", channel)
+    await layer.send(channel, {"n": 1})
+    await layer.group_send("g", {"n": 2})
+    await layer.send(channel, {"n": 3})
+    recorder.release.set()
+    await asyncio.wait_for(recorder.all_in.wait(), 1)
+    assert recorder.handled == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert recorder.most_at_once == 1
+
+
+async def test_an_idle_subscribed_channel_holds_no_task_and_no_queue():
+    layer = RoomChannelLayer()
+    channel = await layer.new_channel()
+    recorder = Recorder()
+    recorder.expected = 1
+    layer.subscribe(channel, recorder.handle)
+    await layer.send(channel, {"n": 1})
+    await asyncio.wait_for(recorder.all_in.wait(), 1)
+    await asyncio.sleep(0)  # the drain task finishes after its last message
+    inbox = layer.inboxes[channel]
+    assert inbox.task is None and inbox.pending is None
+    assert channel not in layer.queues
+
+
+async def test_a_full_inbox_refuses_sends_and_group_sends_skip_it():
+    layer = RoomChannelLayer(capacity=2)
+    channel = await layer.new_channel()
+    recorder = Recorder()
+    recorder.release.clear()
+    layer.subscribe(channel, recorder.handle)
+    await layer.group_add("g", channel)
+    await layer.send(channel, {"n": 1})
+    await asyncio.sleep(0)  # the first is being handled; two more fill the inbox
+    await layer.send(channel, {"n": 2})
+    await layer.send(channel, {"n": 3})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"n": 4})
+    await layer.group_send("g", {"n": 5})  # dropped for this channel, no error
+    recorder.expected = 3
+    recorder.release.set()
+    await asyncio.wait_for(recorder.all_in.wait(), 1)
+    assert [m["n"] for m in recorder.handled] == [1, 2, 3]
+
+
+async def test_unsubscribing_stops_the_handling_and_later_sends_queue_instead():
+    layer = RoomChannelLayer()
+    channel = await layer.new_channel()
+    recorder = Recorder()
+    recorder.release.clear()
+    layer.subscribe(channel, recorder.handle)
+    await layer.send(channel, {"n": 1})
+    await asyncio.sleep(0)
+    task = layer.inboxes[channel].task
+    layer.unsubscribe(channel)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1)
+    assert recorder.handled == []
+    await layer.send(channel, {"n": 2})
+    assert await asyncio.wait_for(layer.receive(channel), 1) == {"n": 2}
