@@ -45,3 +45,27 @@ async def test_idle_connection_is_closed_after_the_timeout(settings):
     idle = Client(f"/ws/{room.id}")
     await idle.connect()
     assert await idle.closed_with() == 4408
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_connection_that_keeps_talking_is_not_closed_as_idle(settings):
+    settings.COLLAB_IDLE_TIMEOUT_S = 0.4
+    import asyncio
+
+    from channels.db import database_sync_to_async
+
+    room = await database_sync_to_async(document.room_create)()
+    talker = Client(f"/ws/{room.id}")
+    quiet = Client(f"/ws/{room.id}")
+    await talker.connect()
+    await quiet.connect()
+    # The quiet one is closed after the timeout; meanwhile the talker pings 10 times a second.
+    closed = asyncio.ensure_future(quiet.closed_with())
+    while not closed.done():
+        await talker.next_is_pong()
+        await asyncio.sleep(0.1)
+    assert closed.result() == 4408
+    for _ in range(5):  # a full timeout more, still served
+        await talker.next_is_pong()
+        await asyncio.sleep(0.1)
+    await talker.close()
