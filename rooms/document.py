@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from rooms.protocol import (
     MAX_DOCUMENT_CODE_POINTS,
     TOO_LARGE,
     ProtocolError,
+    encode_frame,
     new_room_id,
 )
 
@@ -50,8 +50,14 @@ RECENT_CHANGES_KEPT = 1000
 
 
 def group_name(room_id: str) -> str:
-    """The channel-layer group of a room (room ids are already group-name safe)."""
+    """The channel-layer group of a room's connections (room ids are already group-name safe)."""
     return f"room.{room_id}"
+
+
+def changes_group_name(room_id: str) -> str:
+    """The group through which processes tell each other about a room's committed changes: one
+    member per process with the room live (its LiveRoom), not one per connection."""
+    return f"changes.{room_id}"
 
 
 def now_ms() -> int:
@@ -93,7 +99,7 @@ class Change:
     def op_frame(self) -> str:
         """The ops-mode broadcast, encoded once and sent as the same bytes to every socket."""
         if self._op_frame is None:
-            self._op_frame = json.dumps(
+            self._op_frame = encode_frame(
                 {
                     "type": "op",
                     "version": self.version,
@@ -101,9 +107,7 @@ class Change:
                     "user": self.user,
                     "client": self.client,
                     "seq": self.seq,
-                },
-                ensure_ascii=False,
-                separators=(",", ":"),
+                }
             )
         return self._op_frame
 
@@ -177,6 +181,7 @@ class LiveRoom:
         self.last_seq: dict[str, int] = {}
         self._text_frame: tuple[int, str] | None = None
         self.members: set[Member] = set()
+        self.feed: asyncio.Task | None = None  # other processes' changes (with several)
         self._fan_out_scheduled_at: float | None = None  # loop time; None: no pass pending
 
     # -- reading ---------------------------------------------------------------------------
@@ -190,27 +195,25 @@ class LiveRoom:
     def text_frame(self, user_of_change: str) -> str:
         """The text-mode broadcast of the head version, encoded once for every text socket."""
         if self._text_frame is None or self._text_frame[0] != self.version:
-            frame = json.dumps(
+            frame = encode_frame(
                 {
                     "type": "sync_code",
                     "code": self.text,
                     "version": self.version,
                     "user": user_of_change,
-                },
-                ensure_ascii=False,
-                separators=(",", ":"),
+                }
             )
             self._text_frame = (self.version, frame)
         return self._text_frame[1]
 
     # -- changing (callers hold the lock) ----------------------------------------------------
 
-    def advance(self, change: Change) -> None:
-        """Apply a committed change to the head."""
+    def advance(self, change: Change, new_text: str | None = None) -> None:
+        """Apply a committed change to the head (`new_text`: the result, if already known)."""
         if change.version != self.version + 1:
             raise AssertionError(f"{self.room_id}: {change.version} after {self.version}")
         change.undo = ot.invert(self.text, change.op)
-        self.text = ot.apply(self.text, change.op)
+        self.text = ot.apply(self.text, change.op) if new_text is None else new_text
         self.version = change.version
         self.recent.append(change)
         if change.seq is not None:
@@ -316,6 +319,8 @@ class LiveRooms:
         live.connections -= 1
         if live.connections <= 0 and self._rooms.get(live.room_id) is live:
             del self._rooms[live.room_id]
+            if live.feed is not None:
+                live.feed.cancel()
 
     def get(self, room_id: str) -> LiveRoom | None:
         return self._rooms.get(room_id)
@@ -337,6 +342,7 @@ class LiveRooms:
             row = await _room_row(room_id)
             live = LiveRoom(room_id, *row) if row else None
             if live is not None:
+                await _follow_other_processes(live)
                 self._rooms[room_id] = live
             future.set_result(live)
             return live
@@ -345,6 +351,34 @@ class LiveRooms:
             raise
         finally:
             del self._loading[room_id]
+
+
+async def _follow_other_processes(live: LiveRoom) -> None:
+    """Subscribe this process to the room's changes made elsewhere (no-op with one process).
+
+    Subscribed before the room's first connection catches up from the op log, so every change
+    arrives one way or the other. One subscription per process and room: a change costs one
+    message per process, then this process's fan-out.
+    """
+    layer = get_channel_layer()
+    if getattr(layer, "single_process", False):
+        return
+    channel = await layer.new_channel()
+    group = changes_group_name(live.room_id)
+    await layer.group_add(group, channel)
+
+    async def follow() -> None:
+        try:
+            while True:
+                event = await layer.receive(channel)
+                try:
+                    await live.ingest(Change.from_event(event))
+                except Exception:  # e.g. the database is down: the room watcher catches up later
+                    logger.exception("room %s: taking a change from another process", live.room_id)
+        finally:
+            await layer.group_discard(group, channel)
+
+    live.feed = asyncio.get_running_loop().create_task(follow(), name=f"feed-{live.room_id}")
 
 
 class RoomWatcher:
@@ -459,7 +493,7 @@ async def change_submit(
                 first_version = await _seq_version(live.room_id, client, seq)
                 await live.catch_up()
                 return CommitResult(first_version, live.text, duplicate=True)
-        live.advance(change)
+        live.advance(change, new_text)
         metrics.change_committed()
         result = CommitResult(change.version, new_text)
     await change_announce(live.room_id, change)
@@ -472,7 +506,7 @@ async def change_announce(room_id: str, change: Change) -> None:
     layer = get_channel_layer()
     if getattr(layer, "single_process", False):
         return  # nobody else to tell
-    await layer.group_send(group_name(room_id), change.event())
+    await layer.group_send(changes_group_name(room_id), change.event())
 
 
 class DuplicateSeq(Exception):

@@ -4,11 +4,21 @@ Message shapes, error codes and limits live here so that every error is produced
 The full interface is described in docs/protocol.md.
 """
 
+import json
 import re
 import secrets
 from typing import Any
 
 from django.http import JsonResponse
+
+# Every WebSocket frame is compact JSON with non-ASCII kept as is. One encoder for all of them:
+# json.dumps with non-default options builds a new encoder on every call.
+_FRAME_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_frame(message: dict[str, Any]) -> str:
+    return _FRAME_ENCODER.encode(message)
+
 
 ROOM_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
