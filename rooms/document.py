@@ -182,7 +182,6 @@ class LiveRoom:
         self._text_frame: tuple[int, str] | None = None
         self.members: set[Member] = set()
         self.feed: asyncio.Task | None = None  # other processes' changes (with several)
-        self._fan_out_scheduled_at: float | None = None  # loop time; None: no pass pending
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -218,26 +217,26 @@ class LiveRoom:
         self.recent.append(change)
         if change.seq is not None:
             self.last_seq[change.client] = max(change.seq, self.last_seq.get(change.client, 0))
-        self.schedule_fan_out()
+        self.fan_out()
 
     # -- delivering ------------------------------------------------------------------------
 
-    def schedule_fan_out(self) -> None:
-        # On the next loop iteration rather than inline: the submitter's ack goes out first,
-        # and changes committed together (group commit) share one pass.
-        if self._fan_out_scheduled_at is None:
-            loop = asyncio.get_running_loop()
-            self._fan_out_scheduled_at = loop.time()
-            loop.call_soon(self._fan_out)
+    def fan_out(self) -> None:
+        """Send the head to every member that lacks it, as soon as a change is applied.
 
-    def _fan_out(self) -> None:
-        scheduled_at, self._fan_out_scheduled_at = self._fan_out_scheduled_at, None
+        Inline rather than on a later loop iteration: when a group commit wakes several
+        submitters at once, each room's other members then get its change before the next
+        submitter's ack instead of after all of them (fan-out p50 -25% in `rooms`,
+        docs/benchmarks.md). The submitter is busy meanwhile and gets its ack instead.
+        """
+        clock = asyncio.get_running_loop().time
+        started = clock()
         for member in tuple(self.members):  # a failed send may end a connection mid-pass
             try:
                 member.deliver_now()
             except Exception:
                 logger.exception("room %s: delivery to one connection failed", self.room_id)
-        metrics.fanout_done(asyncio.get_running_loop().time() - scheduled_at)
+        metrics.fanout_done(clock() - started)
 
     async def catch_up(self) -> None:
         """Apply every change other processes committed after our head."""

@@ -133,9 +133,12 @@ test("an op whose ack is lost is not applied twice", live, async (t) => {
   const alice = await connect(t, url, {WebSocket: TappedSocket});
   const bob = await connect(t, url);
   tap.dropIncoming = (message) => message.type === "ack";
+  const ackArrived = tap.next((message) => message.type === "ack", "alice's ack");
   alice.edit(1, 1, " once");
-  // The server committed it (bob sees it), but alice never gets the ack; then her socket dies.
+  // The server committed it (bob sees it, alice's ack arrives), but alice's client never sees
+  // the ack; then her socket dies.
   await nextEvent(bob.doc, "change");
+  await ackArrived;
   tap.dropIncoming = () => false;
   tap.sockets.at(-1).terminate();
   const text = await assertConverged([alice, bob], roomId);
