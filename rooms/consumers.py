@@ -580,16 +580,22 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         # first, or move it through the ones this connection has that it predates.
         await self.live.reach(event["version"])
         await self.deliver_through(event["version"])
-        anchor, head = await self.live.position_moved(
-            [event["anchor"], event["head"]], event["version"], self.delivered
-        )
+        while True:
+            # The room's fan-out may deliver more while positions are moved (if that reads the
+            # op log): move them again, so the cursor is sent at the version the client has.
+            version = self.delivered
+            anchor, head = await self.live.position_moved(
+                [event["anchor"], event["head"]], event["version"], version
+            )
+            if version == self.delivered:
+                break
         await self.send_json(
             {
                 "type": "cursor",
                 "user": event["user"],
                 "anchor": anchor,
                 "head": head,
-                "version": self.delivered,
+                "version": version,
             }
         )
 
