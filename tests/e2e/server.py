@@ -32,7 +32,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class LiveServer:
+def migrate(env: dict[str, str]) -> None:
+    """Create or update the database `env` points the server at."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+
+
+class Addresses:
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+class LiveServer(Addresses):
     """One server process on 127.0.0.1, restartable on the same database."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
@@ -50,22 +73,8 @@ class LiveServer:
         self.log: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
 
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
     def migrate(self) -> None:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            check=True,
-            timeout=120,
-        )
+        migrate(self.env)
 
     def start(self) -> LiveServer:
         self.migrate()
@@ -136,7 +145,7 @@ class LiveServer:
 WORKER_STARTED = re.compile(r"Started server process \[(\d+)\]")
 
 
-class ServeProcess:
+class ServeProcess(Addresses):
     """`manage.py serve` in a subprocess; readiness from uvicorn's own log lines."""
 
     def __init__(self, env: dict[str, str], workers: int) -> None:
@@ -147,14 +156,6 @@ class ServeProcess:
         self.log: list[str] = []
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.worker_pids: list[int] = []
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> ServeProcess:
         self.process = subprocess.Popen(

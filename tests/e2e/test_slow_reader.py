@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -23,7 +21,7 @@ from websockets.frames import Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from tests.e2e.server import PROJECT_ROOT, ServeProcess
+from tests.e2e.server import ServeProcess, migrate
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +38,7 @@ def uvicorn_server(tmp_path):
         "COLLAB_RATE_PER_S": "100000",
     }
     server = ServeProcess(env, workers=1)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=PROJECT_ROOT,
-        env=server.env,
-        check=True,
-        timeout=120,
-    )
+    migrate(server.env)
     server.start()
     try:
         server.wait_ready()
