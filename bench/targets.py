@@ -20,7 +20,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -35,7 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from tests.e2e.server import free_port  # noqa: E402
+from tests.e2e.server import free_port, stop_gracefully  # noqa: E402
 
 SNAPSHOT_IGNORE = shutil.ignore_patterns(
     ".git",
@@ -82,7 +81,6 @@ def load_live_server(code_root: Path):
 
 
 START_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 15
 
 # The limiter is not what we measure: every edit the bench sends must be served.
 RATE_ENV = {"COLLAB_RATE_BURST": "1000000000", "COLLAB_RATE_PER_S": "1000000000"}
@@ -257,12 +255,7 @@ class _Subprocess(Target):
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT_S)
+        stop_gracefully(self.process)
         self.process = None
 
 

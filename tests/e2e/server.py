@@ -32,6 +32,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_gracefully(process: subprocess.Popen) -> None:
+    """SIGTERM, as a service manager would; SIGKILL if it does not stop in time."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
 def migrate(env: dict[str, str]) -> None:
     """Create or update the database `env` points the server at."""
     subprocess.run(
@@ -114,12 +124,7 @@ class LiveServer(Addresses):
         """Graceful stop (SIGTERM, as a service manager would)."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=STOP_TIMEOUT_S)
+        stop_gracefully(self.process)
         self.process = None
 
     def kill(self) -> None:
