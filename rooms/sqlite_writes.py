@@ -1,0 +1,153 @@
+"""Committing a batch of changes on the event loop itself, for the SQLite default.
+
+With SQLite, a batch of keystrokes commits in a few tens of microseconds of local file writes
+(WAL, synchronous=NORMAL: durable once `COMMIT` returns, even if the process is killed). Handing
+it to the database thread cost more than the write: two thread wake-ups, the GIL changing hands
+twice, and the thread's scheduling delay between an edit and its broadcast
+(docs/benchmarks.md, "Profile"). So `rooms.document` first offers each batch to `write_batch`,
+which writes it here, on the loop's thread, through a connection of its own.
+
+That connection never waits for a lock (timeout 0). If another connection holds the write lock
+(another process, a migration, a long admin save), or the batch breaks a constraint, the
+transaction is rolled back and `write_batch` returns False: the caller then hands the batch to
+the database thread, which waits for the lock and sorts out each change's outcome. The loop
+itself never blocks on another writer. PostgreSQL always takes the thread path: its commit is a
+network round trip.
+
+Checkpoints (copying the WAL back into the database file, with an fsync) are the one slow part
+of a SQLite commit: with SQLite's automatic checkpoint, every thousandth page written made one
+commit take milliseconds, on the loop. Our connection turns them off and asks the database
+thread for a checkpoint once it has written about `CHECKPOINT_WAL_BYTES` since the last one.
+While it runs, batches go to the database thread too, and so wait for it, as they would behind
+SQLite's own checkpoint: a checkpoint that runs beside new writes never completes, and SQLite
+restarts the WAL from its beginning only after a complete one (otherwise the WAL grows
+without end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+import threading
+from collections.abc import Sequence
+
+from asgiref.sync import SyncToAsync
+from django.db import connection
+
+# SQLite's own automatic checkpoint threshold (1,000 pages of 4 KiB): the WAL stays about as
+# small as it would without us.
+CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
+# A checkpoint waits at most this long for a lock (it runs on the database thread, not the loop).
+CHECKPOINT_TIMEOUT_S = 5.0
+# What a written row costs in the WAL beyond its text: at least the page it sits on.
+ROW_WAL_BYTES = 4096
+
+# One connection per thread that writes (in practice: the event loop's thread). sqlite3
+# connections must not be shared across threads without a lock, and this keeps it that way.
+_local = threading.local()
+
+
+@functools.cache
+def enabled() -> bool:
+    """Whether batches may be written on the loop (the database is SQLite)."""
+    return connection.vendor == "sqlite"
+
+
+def write_batch(
+    *,
+    insert_op: str,
+    op_rows: Sequence[tuple],
+    advance_room: str,
+    room_rows: Sequence[tuple],
+) -> bool:
+    """Insert `op_rows` and apply `room_rows` (each must update exactly one row) in one
+    transaction. Returns True once committed; False if nothing was written (locked, a conflict
+    or any database error), and then the caller must write the batch another way."""
+    database = _connection()
+    if checkpoint_in_progress():
+        return False  # no writes beside the checkpoint (see the module docstring)
+    try:
+        database.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error:
+        return False  # another connection is writing: the database thread will wait for it
+    try:
+        database.executemany(insert_op, op_rows)
+        updated = database.executemany(advance_room, room_rows).rowcount
+        if updated != len(room_rows):
+            raise _Conflict
+        database.execute("COMMIT")
+    except (sqlite3.Error, _Conflict):
+        if database.in_transaction:
+            database.execute("ROLLBACK")
+        return False
+    _local.wal_bytes += sum(
+        ROW_WAL_BYTES + sum(len(value) for value in row if isinstance(value, str))
+        for row in (*op_rows, *room_rows)
+    )
+    _checkpoint_if_due()
+    return True
+
+
+class _Conflict(Exception):
+    """A room row was not at the expected version: another process committed first."""
+
+
+def _connection() -> sqlite3.Connection:
+    database = getattr(_local, "connection", None)
+    name = connection.settings_dict["NAME"]
+    if database is not None and _local.name == name:
+        return database
+    if database is not None:
+        database.close()  # the database was switched (tests): follow it
+    # Django's own parameters (same file, URI names for in-memory test databases, the same
+    # pragmas), but no waiting for locks: a busy database is the database thread's job.
+    params = connection.get_connection_params()
+    params.pop("detect_types", None)
+    pragmas = ["PRAGMA foreign_keys = ON", *filter(str.strip, connection.init_commands)]
+    database = _open(params, pragmas, timeout=0)
+    database.execute("PRAGMA wal_autocheckpoint = 0")
+    _local.connection, _local.name, _local.opening = database, name, (params, pragmas)
+    (journal_mode,) = database.execute("PRAGMA journal_mode").fetchone()
+    _local.wal = journal_mode == "wal"  # in-memory test databases have no WAL
+    _local.wal_bytes = 0
+    _local.checkpoint = None
+    return database
+
+
+def _open(params: dict, pragmas: list[str], *, timeout: float) -> sqlite3.Connection:
+    # isolation_level None: no implicit transactions, BEGIN and COMMIT are ours.
+    database = sqlite3.connect(**{**params, "timeout": timeout, "isolation_level": None})
+    for pragma in pragmas:
+        database.execute(pragma)
+    return database
+
+
+def checkpoint_in_progress() -> asyncio.Future | None:
+    """The running checkpoint of this thread's connection, if any (while it runs,
+    `write_batch` declines)."""
+    checkpoint = getattr(_local, "checkpoint", None)
+    if checkpoint is None or checkpoint.done():
+        return None
+    if checkpoint.get_loop() is not asyncio.get_running_loop():
+        return None  # started by a loop that is gone (tests): it can never be marked done
+    return checkpoint
+
+
+def _checkpoint_if_due() -> None:
+    if not _local.wal or _local.wal_bytes < CHECKPOINT_WAL_BYTES:
+        return
+    _local.wal_bytes = 0
+    _local.checkpoint = asyncio.get_running_loop().run_in_executor(
+        SyncToAsync.single_thread_executor, _checkpoint_in_thread, *_local.opening
+    )
+
+
+def _checkpoint_in_thread(params: dict, pragmas: list[str]) -> None:
+    # PASSIVE: never wait for a reader; with no writer beside it, it copies the whole WAL
+    # unless a reader still needs part of it (then a later one finishes the job).
+    database = _open(params, pragmas, timeout=CHECKPOINT_TIMEOUT_S)
+    try:
+        database.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        database.close()
