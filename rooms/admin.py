@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from rooms import presence
+from rooms import document, presence
 from rooms.models import Op, Room
 
 
@@ -36,7 +36,7 @@ class RoomAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "users_online",
-        "code",
+        "latest_code",
     )
     fields = (
         "id",
@@ -46,9 +46,13 @@ class RoomAdmin(admin.ModelAdmin):
         "users_online",
         "created_at",
         "updated_at",
-        "code",
+        "latest_code",
     )
     inlines = [OpInline]
+
+    @admin.display(description="code")
+    def latest_code(self, room: Room) -> str:
+        return document.room_code(room)  # `code` itself may be up to SNAPSHOT_EVERY ops behind
 
     @admin.display(description="users online")
     def users_online(self, room: Room) -> int:

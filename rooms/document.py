@@ -54,6 +54,11 @@ logger = logging.getLogger(__name__)
 # Changes each live room keeps in memory: enough to transform a late op and to deliver to a
 # slow socket without reading the database in the normal case.
 RECENT_CHANGES_KEPT = 1000
+# Changes between two copies of the whole text into Room.code. Each change is durable in the op
+# log when it is acked; rewriting the text with every keystroke made a commit cost grow with the
+# document (an insert at the top rewrites every page of it). Reading a room replays at most
+# this many ops onto the copy.
+SNAPSHOT_EVERY = 100
 
 
 def group_name(room_id: str) -> str:
@@ -171,11 +176,13 @@ class LiveRoom:
         private: bool = False,
         edit_token_hash: str = "",
         view_token_hash: str = "",
+        code_version: int = 0,
     ) -> None:
         self.room_id = room_id
         self.name = name
         self.text = text
         self.version = version
+        self.code_version = code_version  # the version of the text copy in Room.code
         # What rooms.access.room_access reads; a room's privacy never changes once created.
         self.private = private
         self.edit_token_hash = edit_token_hash
@@ -484,8 +491,11 @@ async def change_submit(
                     TOO_LARGE, f"the document would exceed {MAX_DOCUMENT_CODE_POINTS} code points"
                 )
             change = Change(live.version + 1, op, user, client, seq, now_ms())
+            snapshot = change.version - live.code_version >= SNAPSHOT_EVERY
             try:
-                await _commit(live.room_id, live.version, new_text, change)
+                await _commit(live.room_id, live.version, new_text if snapshot else None, change)
+                if snapshot:
+                    live.code_version = change.version
                 break
             except VersionConflict:
                 # Another process got there first: take its changes, move our op past them.
@@ -539,7 +549,7 @@ async def _duplicate_version(live: LiveRoom, client: str, seq: int) -> int | Non
 class PendingCommit:
     room_id: str
     expected_version: int  # the room's version this change was built on
-    new_text: str
+    new_text: str | None  # the whole text after it, when Room.code gets a new copy
     change: Change
     done: asyncio.Future
 
@@ -559,7 +569,7 @@ class GroupCommitter:
         self.writer: asyncio.Task | None = None
 
     async def commit(
-        self, room_id: str, expected_version: int, new_text: str, change: Change
+        self, room_id: str, expected_version: int, new_text: str | None, change: Change
     ) -> None:
         loop = asyncio.get_running_loop()
         pending = PendingCommit(room_id, expected_version, new_text, change, loop.create_future())
@@ -587,16 +597,19 @@ class GroupCommitter:
 committer = GroupCommitter()
 
 
-async def _commit(room_id: str, expected_version: int, new_text: str, change: Change) -> None:
+async def _commit(
+    room_id: str, expected_version: int, new_text: str | None, change: Change
+) -> None:
     await committer.commit(room_id, expected_version, new_text, change)
 
 
 async def _commit_batch(batch: list[PendingCommit]) -> list[Exception | None]:
     if sqlite_writes.enabled():
-        insert_op, advance_room = _write_statements("?")
-        op_rows, room_rows = _batch_rows(batch)
+        insert_op, *advance_room = _write_statements("?")
+        op_rows, *room_rows = _batch_rows(batch)
         if sqlite_writes.write_batch(
-            insert_op=insert_op, op_rows=op_rows, advance_room=advance_room, room_rows=room_rows
+            insert=(insert_op, op_rows),
+            guarded_updates=list(zip(advance_room, room_rows, strict=True)),
         ):
             return [None] * len(batch)
     # The same database thread as every database_sync_to_async call of a consumer (asgiref's
@@ -643,22 +656,22 @@ def _write(batch: list[PendingCommit]) -> None:
     overhead was a third of the server's time under load (docs/benchmarks.md). Values still go
     through the model fields, so each database gets its own encoding (JSON, timestamps).
     """
-    insert_op, advance_room = _write_statements("%s")
-    op_rows, room_rows = _batch_rows(batch)
+    insert_op, *advance_room = _write_statements("%s")
+    op_rows, *room_rows = _batch_rows(batch)
     with connection.cursor() as cursor:
         cursor.executemany(insert_op, op_rows)
-        for room_row in room_rows:
-            cursor.execute(advance_room, room_row)
-            if cursor.rowcount != 1:
-                raise VersionConflict
+        for statement, rows in zip(advance_room, room_rows, strict=True):
+            for row in rows:
+                cursor.execute(statement, row)
+                if cursor.rowcount != 1:
+                    raise VersionConflict
 
 
-def _batch_rows(batch: list[PendingCommit]) -> tuple[list[tuple], list[tuple]]:
-    """The parameters of `_write_statements` for a batch: op rows, then room updates."""
+def _batch_rows(batch: list[PendingCommit]) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The parameters of `_write_statements` for a batch: op rows, then the updates of rooms
+    without and with a new copy of their text."""
     op_field = Op._meta.get_field("op")
-    # Resolved once: each use of `django.db.connection` is a context-local lookup, and this
-    # runs per keystroke (it showed as 10% of the event loop's samples under load).
-    database = connections[DEFAULT_DB_ALIAS]
+    database = _value_adapter()
     now = Room._meta.get_field("updated_at").get_db_prep_save(timezone.now(), database)
     op_rows = [
         (
@@ -672,14 +685,32 @@ def _batch_rows(batch: list[PendingCommit]) -> tuple[list[tuple], list[tuple]]:
         )
         for p in batch
     ]
-    room_rows = [(p.new_text, p.change.version, now, p.room_id, p.expected_version) for p in batch]
-    return op_rows, room_rows
+    room_rows = [
+        (p.change.version, now, p.room_id, p.expected_version) for p in batch if p.new_text is None
+    ]
+    snapshot_rows = [
+        (p.new_text, p.change.version, p.change.version, now, p.room_id, p.expected_version)
+        for p in batch
+        if p.new_text is not None
+    ]
+    return op_rows, room_rows, snapshot_rows
 
 
 @functools.cache
-def _write_statements(placeholder: str) -> tuple[str, str]:
-    """INSERT of an op row and the guarded UPDATE of its room, with the driver's placeholder
-    ("%s" through Django's cursor, "?" for the sqlite3 module itself)."""
+def _value_adapter() -> Any:
+    """A database wrapper used only to turn values into the driver's form (no queries).
+
+    Kept rather than looked up: `django.db.connection` is context-local, so on the event loop
+    every new task made Django build a new wrapper, which showed as 10% of the loop's samples
+    under load."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+@functools.cache
+def _write_statements(placeholder: str) -> tuple[str, str, str]:
+    """INSERT of an op row and the guarded UPDATEs of its room (without and with a new copy of
+    the text), with the driver's placeholder ("%s" through Django's cursor, "?" for the sqlite3
+    module itself)."""
     name = connection.ops.quote_name
     op_columns = ("room_id", "version", "op", "user", "client", "seq", "ts")
     insert_op = "INSERT INTO {} ({}) VALUES ({})".format(
@@ -687,17 +718,20 @@ def _write_statements(placeholder: str) -> tuple[str, str]:
         ", ".join(name(column) for column in op_columns),
         ", ".join([placeholder] * len(op_columns)),
     )
-    advance_room = "UPDATE {} SET {} = %s, {} = %s, {} = %s WHERE {} = %s AND {} = %s".replace(
-        "%s", placeholder
-    ).format(
-        name(Room._meta.db_table),
-        name("code"),
-        name("version"),
-        name("updated_at"),
-        name("id"),
-        name("version"),
-    )
-    return insert_op, advance_room
+
+    def guarded_update(columns: tuple[str, ...]) -> str:
+        return "UPDATE {} SET {} WHERE {} = {} AND {} = {}".format(
+            name(Room._meta.db_table),
+            ", ".join(f"{name(column)} = {placeholder}" for column in columns),
+            name("id"),
+            placeholder,
+            name("version"),
+            placeholder,
+        )
+
+    advance_room = guarded_update(("version", "updated_at"))
+    advance_room_with_copy = guarded_update(("code", "code_version", "version", "updated_at"))
+    return insert_op, advance_room, advance_room_with_copy
 
 
 @database_sync_to_async
@@ -706,12 +740,43 @@ def _room_versions(room_ids: list[str]) -> dict[str, int]:
 
 
 @database_sync_to_async
-def _room_row(room_id: str) -> tuple[str, str, int, bool, str, str] | None:
-    return (
+def _room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int] | None:
+    """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, and
+    the version of the copy in Room.code."""
+    room = (
         Room.objects.filter(id=room_id)
-        .values_list("name", "code", "version", "private", "edit_token_hash", "view_token_hash")
+        .only(
+            *("name", "code", "code_version", "version", "private"),
+            *("edit_token_hash", "view_token_hash"),
+        )
         .first()
     )
+    if room is None:
+        return None
+    return (
+        room.name,
+        room_code(room),
+        room.version,
+        room.private,
+        room.edit_token_hash,
+        room.view_token_hash,
+        room.code_version,
+    )
+
+
+def room_code(room: Room) -> str:
+    """The room's text at `room.version`: its copy in `code` with the ops after it applied."""
+    text = room.code
+    if room.code_version < room.version:
+        for op in (
+            Op.objects.filter(
+                room_id=room.id, version__gt=room.code_version, version__lte=room.version
+            )
+            .order_by("version")
+            .values_list("op", flat=True)
+        ):
+            text = ot.apply(text, op)
+    return text
 
 
 @database_sync_to_async

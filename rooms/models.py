@@ -1,4 +1,5 @@
-"""The room's durable state: a snapshot (Room.code at Room.version) and the op log behind it.
+"""The room's durable state: the op log, and a snapshot of the text (Room.code at
+Room.code_version) that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past.
 
 rooms/document.py is the only writer; see docs/protocol.md for what versions and ops mean.
 """
@@ -12,8 +13,12 @@ class Room(models.Model):
     code = models.TextField(blank=True, default="")
     # The text at version 0, so replaying the op log from the start rebuilds `code`.
     initial_code = models.TextField(blank=True, default="", editable=False)
-    # Number of changes applied so far; the snapshot in `code` is the text at this version.
+    # Number of changes applied so far (the head).
     version = models.PositiveBigIntegerField(default=0)
+    # The version `code` is the text at. The changes after it, up to `version`, are in the op
+    # log: rewriting the whole text on every keystroke was most of a commit's cost.
+    # rooms.document.room_code gives the text at the head.
+    code_version = models.PositiveBigIntegerField(default=0, editable=False)
     # Private rooms keep only SHA-256 hashes of their tokens (see rooms/access.py).
     private = models.BooleanField(default=False)
     edit_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)

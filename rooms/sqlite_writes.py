@@ -33,7 +33,7 @@ import threading
 from collections.abc import Sequence
 
 from asgiref.sync import SyncToAsync
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 # SQLite's own automatic checkpoint threshold (1,000 pages of 4 KiB): the WAL stays about as
 # small as it would without us.
@@ -56,14 +56,13 @@ def enabled() -> bool:
 
 def write_batch(
     *,
-    insert_op: str,
-    op_rows: Sequence[tuple],
-    advance_room: str,
-    room_rows: Sequence[tuple],
+    insert: tuple[str, Sequence[tuple]],
+    guarded_updates: Sequence[tuple[str, Sequence[tuple]]],
 ) -> bool:
-    """Insert `op_rows` and apply `room_rows` (each must update exactly one row) in one
-    transaction. Returns True once committed; False if nothing was written (locked, a conflict
-    or any database error), and then the caller must write the batch another way."""
+    """Run `insert` (a statement and its rows) and `guarded_updates` (statements whose every
+    row must update exactly one row) in one transaction. Returns True once committed; False
+    if nothing was written (locked, a conflict or any database error), and then the caller must
+    write the batch another way."""
     database = _connection()
     if checkpoint_in_progress():
         return False  # no writes beside the checkpoint (see the module docstring)
@@ -72,10 +71,10 @@ def write_batch(
     except sqlite3.Error:
         return False  # another connection is writing: the database thread will wait for it
     try:
-        database.executemany(insert_op, op_rows)
-        updated = database.executemany(advance_room, room_rows).rowcount
-        if updated != len(room_rows):
-            raise _Conflict
+        database.executemany(*insert)
+        for statement, rows in guarded_updates:
+            if rows and database.executemany(statement, rows).rowcount != len(rows):
+                raise _Conflict
         database.execute("COMMIT")
     except (sqlite3.Error, _Conflict):
         if database.in_transaction:
@@ -83,7 +82,8 @@ def write_batch(
         return False
     _local.wal_bytes += sum(
         ROW_WAL_BYTES + sum(len(value) for value in row if isinstance(value, str))
-        for row in (*op_rows, *room_rows)
+        for _, rows in (insert, *guarded_updates)
+        for row in rows
     )
     _checkpoint_if_due()
     return True
@@ -95,7 +95,7 @@ class _Conflict(Exception):
 
 def _connection() -> sqlite3.Connection:
     database = getattr(_local, "connection", None)
-    name = connection.settings_dict["NAME"]
+    name = connections.settings[DEFAULT_DB_ALIAS]["NAME"]  # no wrapper: see document._value_adapter
     if database is not None and _local.name == name:
         return database
     if database is not None:

@@ -29,7 +29,7 @@ def room_body(room: Room) -> dict[str, Any]:
     return {
         "room_id": room.id,
         "name": room.name,
-        "code": room.code,
+        "code": document.room_code(room),
         "version": room.version,
         "users": async_to_sync(presence.presence.users)(room.id),
         "ws_url": ws_url(room.id),

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from rooms import ot
 from tests.e2e.server import PROJECT_ROOT, LiveServer
 
 REDIS_DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -125,10 +126,21 @@ class PostgresDatabase:
             return connection.execute(sql, params).fetchall()
 
     def room(self, room_id: str) -> tuple[str, int]:
-        """(code, version) of a room, read from the database itself."""
-        rows = self.query("SELECT code, version FROM rooms_room WHERE id = %s", (room_id,))
+        """(code, version) of a room, read from the database itself: the copy of the text in
+        the room row with the logged ops after it applied."""
+        rows = self.query(
+            "SELECT code, code_version, version FROM rooms_room WHERE id = %s", (room_id,)
+        )
         assert rows, f"room {room_id} is not in the database"
-        return rows[0]
+        code, code_version, version = rows[0]
+        ops = self.query(
+            "SELECT op FROM rooms_op WHERE room_id = %s AND version > %s AND version <= %s"
+            " ORDER BY version",
+            (room_id, code_version, version),
+        )
+        for (op,) in ops:
+            code = ot.apply(code, op)
+        return code, version
 
     def op_versions(self, room_id: str) -> list[int]:
         rows = self.query(

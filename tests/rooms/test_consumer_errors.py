@@ -39,7 +39,8 @@ async def connected(room_id: str, query: str = "") -> Client:
 
 async def stored(room_id: str) -> tuple[str, int, int]:
     row = await Room.objects.aget(id=room_id)
-    return row.code, row.version, await Op.objects.filter(room_id=room_id).acount()
+    code = await database_sync_to_async(document.room_code)(row)
+    return code, row.version, await Op.objects.filter(room_id=room_id).acount()
 
 
 def assert_error(message: dict, code: str) -> None:

@@ -27,7 +27,7 @@ async def connected(room_id: str, query: str = "?mode=ops") -> Client:
 
 async def room_state(room_id: str) -> tuple[str, int]:
     stored = await Room.objects.aget(id=room_id)
-    return stored.code, stored.version
+    return await database_sync_to_async(document.room_code)(stored), stored.version
 
 
 async def test_op_is_acked_with_its_seq_and_sent_to_other_ops_clients(room):

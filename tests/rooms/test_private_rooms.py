@@ -111,7 +111,8 @@ async def test_view_token_reads_everything_but_every_edit_is_forbidden(private):
     update = await viewer.receive_type("op")
     assert update["op"] == ["# "] and update["version"] == 1
     room = await database_sync_to_async(document.room_get)(private["room_id"])
-    assert room.code == "# secret" and room.version == 1
+    code = await database_sync_to_async(document.room_code)(room)
+    assert code == "# secret" and room.version == 1
     await viewer.close()
     await editor.close()
 

@@ -28,10 +28,8 @@ def database_file(tmp_path, monkeypatch):
 
 def write_change(version: int, code: str = "x") -> bool:
     return sqlite_writes.write_batch(
-        insert_op=INSERT_OP,
-        op_rows=[("r", version)],
-        advance_room=ADVANCE_ROOM,
-        room_rows=[(code, version, "r", version - 1)],
+        insert=(INSERT_OP, [("r", version)]),
+        guarded_updates=[(ADVANCE_ROOM, [(code, version, "r", version - 1)])],
     )
 
 
@@ -61,10 +59,9 @@ async def test_a_locked_database_declines_at_once_and_writes_nothing(database_fi
 async def test_a_stale_room_version_rolls_back_the_whole_batch(database_file):
     assert write_change(1) is True
     declined = sqlite_writes.write_batch(
-        insert_op=INSERT_OP,
-        op_rows=[("r", 2), ("r", 3)],
-        advance_room=ADVANCE_ROOM,
-        room_rows=[("y", 3, "r", 0)],  # built on version 0, but the room is at 1 already
+        insert=(INSERT_OP, [("r", 2), ("r", 3)]),
+        # built on version 0, but the room is at 1 already
+        guarded_updates=[(ADVANCE_ROOM, [("y", 3, "r", 0)])],
     )
     assert declined is False
     assert committed(database_file) == (1, 1)
