@@ -1,6 +1,7 @@
 """Run every benchmark against the floor and our server(s) in one go.
 
-    python -m bench            # full run (~17 min): floor, daphne, uvicorn, profiles, scale
+    python -m bench            # full run (~20 min): floor, asgi-floor, daphne, uvicorn, profiles,
+                               # scale
     python -m bench --quick    # ~2 min: floor and daphne, short windows, no profile, no scale
     python -m bench --scenarios scale   # scale-out only (~6 min; needs Redis + PostgreSQL)
     python bench/run.py ...    # the same
@@ -41,7 +42,13 @@ if str(PROJECT_ROOT) not in sys.path:
 from bench import report, scenarios  # noqa: E402
 from bench.loadgen import WorkerPool  # noqa: E402
 from bench.profile import Recorder, format_summary, py_spy_available  # noqa: E402
-from bench.targets import DaphneTarget, FloorTarget, UvicornTarget, uvicorn_available  # noqa: E402
+from bench.targets import (  # noqa: E402
+    AsgiFloorTarget,
+    DaphneTarget,
+    FloorTarget,
+    UvicornTarget,
+    uvicorn_available,
+)
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 # idle runs last: 2,000 connections closing leave the in-memory channel layer with stale
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets",
         default=None,
-        help="comma list of floor,daphne,uvicorn (default: all; --quick: floor,daphne)",
+        help="comma list of floor,asgi-floor,daphne,uvicorn (default: all; --quick: floor,daphne)",
     )
     parser.add_argument(
         "--scenarios",
@@ -300,10 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     fd_limit = raise_fd_limit()
     s = scenarios.Settings.for_mode(args.quick, args.workers)
-    names = (args.targets or ("floor,daphne" if args.quick else "floor,daphne,uvicorn")).split(",")
-    if "uvicorn" in names and not uvicorn_available():
-        log("uvicorn is not installed: skipping it (pip install 'uvicorn[standard]')")
-        names.remove("uvicorn")
+    full = "floor,asgi-floor,daphne,uvicorn"
+    names = (args.targets or ("floor,daphne" if args.quick else full)).split(",")
+    for name in ("uvicorn", "asgi-floor"):
+        if name in names and not uvicorn_available():
+            log(f"uvicorn is not installed: skipping {name} (pip install 'uvicorn[standard]')")
+            names.remove(name)
     if "floor" not in names:
         names.insert(0, "floor")  # every figure is a ratio to the floor of the same run
     if args.scenarios is None:
@@ -353,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                 target = DaphneTarget(data_root / "daphne", code_root)
             elif name == "uvicorn":
                 target = UvicornTarget(data_root / "uvicorn", code_root)
+            elif name == "asgi-floor":
+                target = AsgiFloorTarget()
             else:
                 parser.error(f"unknown target {name}")
             res, prof = run_target(
@@ -361,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             results["targets"][name] = res
             results.setdefault("commands", {})[name] = getattr(target, "command", "") or {
                 "floor": "python bench/floor_server.py",
+                "asgi-floor": "python bench/asgi_floor.py (uvicorn, as manage.py serve)",
                 "daphne": "manage.py runserver --noreload (tests/e2e/server.py LiveServer)",
             }.get(name, "")
             if prof:

@@ -293,6 +293,24 @@ class FloorTarget(_Subprocess):
         return room_id
 
 
+class AsgiFloorTarget(FloorTarget):
+    """The floor's relay as a bare ASGI app on uvicorn, set up as `manage.py serve` sets up
+    ours: what uvicorn's WebSocket path costs with no application work at all."""
+
+    name = "asgi-floor"
+    label = "bare ASGI relay on uvicorn (transport ceiling)"
+    ready_line = "Uvicorn running on"
+
+    def start(self) -> AsgiFloorTarget:
+        port = free_port()
+        self.http_url = f"http://127.0.0.1:{port}"
+        self.ws_base = f"ws://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        script = PROJECT_ROOT / "bench" / "asgi_floor.py"
+        self._spawn([sys.executable, str(script), "--port", str(port)], env)
+        return self
+
+
 class DaphneTarget(Target):
     name = "daphne"
     label = "ours: daphne (manage.py runserver)"
