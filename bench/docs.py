@@ -61,8 +61,8 @@ Run everything with one command from the project root (venv active):
 
 ```
 python -m bench --quick        # ~2-3 minutes: floor + daphne, short windows, no profile
-python -m bench --write-docs   # full run (~17 minutes): floor, daphne, uvicorn, py-spy profiles,
-                               # then scale-out (`--scenarios scale` alone: ~6 minutes)
+python -m bench --write-docs   # full run (~21 minutes): floor, asgi-floor, daphne, uvicorn,
+                               # py-spy profiles, then scale-out (`--scenarios scale` alone: ~6)
 python bench/plot.py           # re-plot docs/benchmarks-latency.png from bench/results/latest.json
 ```
 
@@ -72,8 +72,12 @@ Requirements beyond requirements.txt (bench only): `pip install -r bench/require
 
 - **Servers**, one at a time, each a subprocess on 127.0.0.1 with a fresh SQLite database:
   the *floor* (`bench/floor_server.py`: bare `websockets` {m["packages"].get("websockets", "")}, no
-  database, no OT, relays ops and full texts, same message shapes); *daphne* = our server as users
-  start it (`manage.py runserver --noreload` through `tests/e2e/server.py`'s LiveServer); *uvicorn*
+  database, no OT, relays ops and full texts, same message shapes); *asgi-floor*
+  (`bench/asgi_floor.py`: the floor's relay as a bare ASGI app, served by uvicorn exactly as
+  `manage.py serve` serves ours: what uvicorn's WebSocket path costs with no application work;
+  its rows in the targets table read "could any app on uvicorn meet this"); *daphne* = our
+  server as users start it (`manage.py runserver --noreload` through `tests/e2e/server.py`'s
+  LiveServer); *uvicorn*
   = the same ASGI app under uvicorn, started as `{uvicorn_cmd}` (uvloop, httptools,
   websockets-sansio). The rate limiter is raised (`COLLAB_RATE_BURST`,
   `COLLAB_RATE_PER_S`) so it is never what is measured. Clients negotiate no compression.
