@@ -264,16 +264,14 @@ class FloorTarget(_Subprocess):
     label = "floor (bare websockets)"
     ours = False
     ready_line = "floor listening on"
+    script = PROJECT_ROOT / "bench" / "floor_server.py"
 
     def start(self) -> FloorTarget:
         port = free_port()
         self.http_url = f"http://127.0.0.1:{port}"
         self.ws_base = f"ws://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._spawn(
-            [sys.executable, str(PROJECT_ROOT / "bench" / "floor_server.py"), "--port", str(port)],
-            env,
-        )
+        self._spawn([sys.executable, str(self.script), "--port", str(port)], env)
         return self
 
     async def create_room(self, code: str = "") -> str:
@@ -300,15 +298,7 @@ class AsgiFloorTarget(FloorTarget):
     name = "asgi-floor"
     label = "bare ASGI relay on uvicorn (transport ceiling)"
     ready_line = "Uvicorn running on"
-
-    def start(self) -> AsgiFloorTarget:
-        port = free_port()
-        self.http_url = f"http://127.0.0.1:{port}"
-        self.ws_base = f"ws://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        script = PROJECT_ROOT / "bench" / "asgi_floor.py"
-        self._spawn([sys.executable, str(script), "--port", str(port)], env)
-        return self
+    script = PROJECT_ROOT / "bench" / "asgi_floor.py"
 
 
 class DaphneTarget(Target):
