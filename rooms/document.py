@@ -1,9 +1,10 @@
 """The room document: the one place that changes a room.
 
 This module owns a change's whole life: validation against the document, transformation
-against concurrent changes, its version, the durable commit (an `Op` row and the `Room` snapshot
-in one transaction), and handing the committed change to delivery (the room's channel-layer
-group). Consumers and views only translate between the wire and the functions here. What the
+against concurrent changes, its version, the durable commit (an `Op` row and the room's new
+version in one transaction, with a copy of the whole text every `SNAPSHOT_EVERY` changes), and
+handing the committed change to delivery (the room's fan-out, and the channel layer for other
+processes). Consumers and views only translate between the wire and the functions here. What the
 versions and ops mean on the wire is described in docs/protocol.md.
 
 Each process keeps a `LiveRoom` per room that has connections here: the head text, the version
@@ -746,8 +747,13 @@ def _room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int] | None:
     room = (
         Room.objects.filter(id=room_id)
         .only(
-            *("name", "code", "code_version", "version", "private"),
-            *("edit_token_hash", "view_token_hash"),
+            "name",
+            "code",
+            "code_version",
+            "version",
+            "private",
+            "edit_token_hash",
+            "view_token_hash",
         )
         .first()
     )
