@@ -26,7 +26,8 @@ from django.conf import settings
 
 from autocomplete import completion
 from rooms import access, document, metrics, ot, presence, sockets
-from rooms.document import Change, LiveRoom, group_name
+from rooms.document import Change, LiveRoom
+from rooms.groups import group_name
 from rooms.limits import TokenBucket
 from rooms.presence import CursorThrottle, TypingState
 from rooms.protocol import (

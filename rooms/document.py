@@ -39,6 +39,7 @@ from django.db import (
 from django.utils import timezone
 
 from rooms import access, metrics, ot, sqlite_writes
+from rooms.groups import changes_group_name
 from rooms.models import Op, Room
 from rooms.protocol import (
     BAD_MESSAGE,
@@ -60,17 +61,6 @@ RECENT_CHANGES_KEPT = 1000
 # document (an insert at the top rewrites every page of it). Reading a room replays at most
 # this many ops onto the copy.
 SNAPSHOT_EVERY = 100
-
-
-def group_name(room_id: str) -> str:
-    """The channel-layer group of a room's connections (room ids are already group-name safe)."""
-    return f"room.{room_id}"
-
-
-def changes_group_name(room_id: str) -> str:
-    """The group through which processes tell each other about a room's committed changes: one
-    member per process with the room live (its LiveRoom), not one per connection."""
-    return f"changes.{room_id}"
 
 
 def now_ms() -> int:

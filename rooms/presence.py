@@ -20,6 +20,8 @@ from typing import Any
 
 from django.conf import settings
 
+from rooms.groups import group_name
+
 logger = logging.getLogger(__name__)
 
 # How long an entry lives unless its process confirms it again: the bound on how long a user of
@@ -371,8 +373,6 @@ class PresenceKeeper:
     async def _run(self) -> None:
         # Imported here: the channel layer is configured by settings, after this module loads.
         from channels.layers import get_channel_layer
-
-        from rooms.document import group_name
 
         while True:
             await asyncio.sleep(PRESENCE_HEARTBEAT_S)
