@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from rooms import document, presence
+from rooms import presence, store
 from rooms.models import Op, Room
 
 
@@ -52,7 +52,7 @@ class RoomAdmin(admin.ModelAdmin):
 
     @admin.display(description="code")
     def latest_code(self, room: Room) -> str:
-        return document.room_code(room)  # `code` itself may be up to SNAPSHOT_EVERY ops behind
+        return store.room_code(room)  # `code` itself may be up to SNAPSHOT_EVERY ops behind
 
     @admin.display(description="users online")
     def users_online(self, room: Room) -> int:

@@ -17,28 +17,17 @@ commit built on a stale head, and the loser catches up from the op log and trans
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from asgiref.sync import SyncToAsync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import (
-    DEFAULT_DB_ALIAS,
-    IntegrityError,
-    close_old_connections,
-    connection,
-    connections,
-    transaction,
-)
-from django.utils import timezone
 
-from rooms import access, metrics, ot, sqlite_writes
+from rooms import access, metrics, ot, store
+from rooms.changes import Change
 from rooms.groups import changes_group_name
 from rooms.models import Op, Room
 from rooms.protocol import (
@@ -68,77 +57,10 @@ def now_ms() -> int:
 
 
 @dataclass(slots=True)
-class Change:
-    """A committed change. `version` is the room's version after it."""
-
-    version: int
-    op: ot.Op
-    user: str
-    client: str
-    seq: int | None
-    ts: int
-    # The inverse op (computed when applied), so the text at an older version can be rebuilt.
-    undo: ot.Op | None = None
-    _op_frame: str | None = field(default=None, repr=False)
-    _op_message: dict[str, str] | None = field(default=None, repr=False)
-
-    def entry(self) -> dict[str, Any]:
-        """The change as a history / `init.ops` entry."""
-        return {
-            "version": self.version,
-            "op": self.op,
-            "user": self.user,
-            "client": self.client,
-            "seq": self.seq,
-            "ts": self.ts,
-        }
-
-    def op_message(self) -> dict[str, str]:
-        """The ops-mode broadcast as an ASGI send message: one object shared by every socket."""
-        if self._op_message is None:
-            self._op_message = {"type": "websocket.send", "text": self.op_frame()}
-        return self._op_message
-
-    def op_frame(self) -> str:
-        """The ops-mode broadcast, encoded once and sent as the same bytes to every socket."""
-        if self._op_frame is None:
-            self._op_frame = encode_frame(
-                {
-                    "type": "op",
-                    "version": self.version,
-                    "op": self.op,
-                    "user": self.user,
-                    "client": self.client,
-                    "seq": self.seq,
-                }
-            )
-        return self._op_frame
-
-    def event(self) -> dict[str, Any]:
-        """The channel-layer message that tells every process about this change."""
-        return {"type": "room.change", **self.entry()}
-
-    @classmethod
-    def from_event(cls, event: dict[str, Any]) -> Change:
-        return cls(
-            version=event["version"],
-            op=event["op"],
-            user=event["user"],
-            client=event["client"],
-            seq=event["seq"],
-            ts=event["ts"],
-        )
-
-
-@dataclass(slots=True)
 class CommitResult:
     version: int
     text: str  # the room's text right after this change
     duplicate: bool = False
-
-
-class VersionConflict(Exception):
-    """Another process committed this version first."""
 
 
 class Member(Protocol):
@@ -245,7 +167,7 @@ class LiveRoom:
 
     async def catch_up(self) -> None:
         """Apply every change other processes committed after our head."""
-        for change in await _changes_after(self.room_id, self.version):
+        for change in await store.changes_after(self.room_id, self.version):
             self.advance(change)
 
     async def ingest(self, change: Change) -> None:
@@ -272,7 +194,7 @@ class LiveRoom:
         """Changes with versions in (after, through], from memory or else the op log."""
         changes = self.recent_between(after, through)
         if changes is None:
-            changes = await _changes_after(self.room_id, after, through)
+            changes = await store.changes_after(self.room_id, after, through)
         return changes
 
     async def reach(self, version: int) -> None:
@@ -295,7 +217,7 @@ class LiveRoom:
         for v in range(self.version, version, -1):
             change = self.change_at(v)
             if change is None or change.undo is None:
-                return await _text_replayed(self.room_id, version)
+                return await store.text_replayed(self.room_id, version)
             text = ot.apply(text, change.undo)
         return text
 
@@ -343,7 +265,7 @@ class LiveRooms:
         future: asyncio.Future[LiveRoom | None] = asyncio.get_running_loop().create_future()
         self._loading[room_id] = future
         try:
-            row = await _room_row(room_id)
+            row = await store.room_row(room_id)
             live = LiveRoom(room_id, *row) if row else None
             if live is not None:
                 await _follow_other_processes(live)
@@ -415,7 +337,7 @@ class RoomWatcher:
         rooms = list(live_rooms.rooms())
         if not rooms:
             return
-        versions = await _room_versions([live.room_id for live in rooms])
+        versions = await store.room_versions([live.room_id for live in rooms])
         for live in rooms:
             if versions.get(live.room_id, 0) > live.version:
                 await live.reach(versions[live.room_id])
@@ -431,7 +353,7 @@ def live_rooms_reset() -> None:
     """Forget every live room (tests run each case on a fresh database and event loop)."""
     live_rooms.__init__()
     room_watcher.__init__()
-    committer.__init__()
+    store.committer.__init__()
 
 
 # -- changes ---------------------------------------------------------------------------------
@@ -484,11 +406,16 @@ async def change_submit(
             change = Change(live.version + 1, op, user, client, seq, now_ms())
             snapshot = change.version - live.code_version >= SNAPSHOT_EVERY
             try:
-                await _commit(live.room_id, live.version, new_text if snapshot else None, change)
+                await store.change_commit(
+                    change,
+                    room_id=live.room_id,
+                    expected_version=live.version,
+                    new_text=new_text if snapshot else None,
+                )
                 if snapshot:
                     live.code_version = change.version
                 break
-            except VersionConflict:
+            except store.VersionConflict:
                 # Another process got there first: take its changes, move our op past them.
                 seen = live.version
                 await live.catch_up()
@@ -496,8 +423,8 @@ async def change_submit(
                     raise RuntimeError(f"{live.room_id}: conflict at {seen}, no newer op") from None
                 for concurrent in await live.changes_between(seen, live.version):
                     op = ot.transform(op, concurrent.op, "left")
-            except DuplicateSeq:
-                first_version = await _seq_version(live.room_id, client, seq)
+            except store.DuplicateSeq:
+                first_version = await store.seq_version(live.room_id, client, seq)
                 await live.catch_up()
                 return CommitResult(first_version, live.text, duplicate=True)
         live.advance(change, new_text)
@@ -516,306 +443,17 @@ async def change_announce(room_id: str, change: Change) -> None:
     await layer.group_send(changes_group_name(room_id), change.event())
 
 
-class DuplicateSeq(Exception):
-    """This (client, seq) was committed before, possibly by another process."""
-
-
 async def _duplicate_version(live: LiveRoom, client: str, seq: int) -> int | None:
     last = live.last_seq.get(client)
     if last is None:
-        last = await _last_seq(live.room_id, client)
+        last = await store.last_seq(live.room_id, client)
         live.last_seq[client] = last
     if seq > last:
         return None
-    first_version = await _seq_version(live.room_id, client, seq)
+    first_version = await store.seq_version(live.room_id, client, seq)
     if first_version is None:
         raise ProtocolError(BAD_OP, f"seq {seq} was never used and is below {last}: seq must grow")
     return first_version
-
-
-# -- database access (one thread; every function is one short transaction) -------------------
-
-
-@dataclass(slots=True)
-class PendingCommit:
-    room_id: str
-    expected_version: int  # the room's version this change was built on
-    new_text: str | None  # the whole text after it, when Room.code gets a new copy
-    change: Change
-    done: asyncio.Future
-
-
-class GroupCommitter:
-    """Commits the changes that arrive together, from every room, in one transaction.
-
-    While one transaction is being written, new changes queue; the next transaction takes them
-    all. Under load that turns N transactions and N trips to the database thread into one; a
-    lone change is written at once, so nothing waits when idle. Each change still succeeds or
-    fails on its own, and its future resolves only once its transaction is committed: an ack
-    still means durable.
-    """
-
-    def __init__(self) -> None:
-        self.queue: list[PendingCommit] = []
-        self.writer: asyncio.Task | None = None
-
-    async def commit(
-        self, room_id: str, expected_version: int, new_text: str | None, change: Change
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        pending = PendingCommit(room_id, expected_version, new_text, change, loop.create_future())
-        self.queue.append(pending)
-        if self.writer is None or self.writer.done() or self.writer.get_loop() is not loop:
-            self.writer = loop.create_task(self._write(), name="group-commit")
-        await pending.done
-
-    async def _write(self) -> None:
-        while self.queue:
-            batch, self.queue = self.queue, []
-            try:
-                outcomes = await _commit_batch(batch)
-            except Exception as error:  # the transaction itself failed: nothing of it landed
-                outcomes = [error] * len(batch)
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                if pending.done.done():
-                    continue  # its submitter went away; the outcome stands regardless
-                if outcome is None:
-                    pending.done.set_result(None)
-                else:
-                    pending.done.set_exception(outcome)
-
-
-committer = GroupCommitter()
-
-
-async def _commit(
-    room_id: str, expected_version: int, new_text: str | None, change: Change
-) -> None:
-    await committer.commit(room_id, expected_version, new_text, change)
-
-
-async def _commit_batch(batch: list[PendingCommit]) -> list[Exception | None]:
-    if sqlite_writes.enabled():
-        insert_op, *advance_room = _write_statements("?")
-        op_rows, *room_rows = _batch_rows(batch)
-        if sqlite_writes.write_batch(
-            insert=(insert_op, op_rows),
-            guarded_updates=list(zip(advance_room, room_rows, strict=True)),
-        ):
-            return [None] * len(batch)
-    # The same database thread as every database_sync_to_async call of a consumer (asgiref's
-    # single-thread executor), without asgiref's per-call machinery (context copies, thread
-    # handover bookkeeping): measured at 2-6 times the cost of the hop itself, per commit.
-    return await asyncio.get_running_loop().run_in_executor(
-        SyncToAsync.single_thread_executor, _commit_batch_in_thread, batch
-    )
-
-
-def _commit_batch_in_thread(batch: list[PendingCommit]) -> list[Exception | None]:
-    close_old_connections()  # as database_sync_to_async does: drop a connection that broke
-    if len(batch) > 1:
-        try:
-            with transaction.atomic():
-                _write(batch)
-            return [None] * len(batch)
-        except (IntegrityError, VersionConflict):
-            pass  # one of them lost a race: commit them one by one so the others still land
-    return [_commit_one(pending) for pending in batch]
-
-
-def _commit_one(pending: PendingCommit) -> Exception | None:
-    change = pending.change
-    try:
-        with transaction.atomic():
-            _write([pending])
-        return None
-    except VersionConflict as conflict:
-        return conflict
-    except IntegrityError as error:
-        ops = Op.objects.filter(room_id=pending.room_id)
-        if change.seq is not None and ops.filter(client=change.client, seq=change.seq).exists():
-            return DuplicateSeq()
-        if ops.filter(version=change.version).exists():
-            return VersionConflict()
-        return error
-
-
-def _write(batch: list[PendingCommit]) -> None:
-    """Insert the op rows and advance each room's snapshot, inside the caller's transaction.
-
-    Plain SQL rather than the ORM: this runs for every keystroke, and the ORM's per-statement
-    overhead was a third of the server's time under load (docs/benchmarks.md). Values still go
-    through the model fields, so each database gets its own encoding (JSON, timestamps).
-    """
-    insert_op, *advance_room = _write_statements("%s")
-    op_rows, *room_rows = _batch_rows(batch)
-    with connection.cursor() as cursor:
-        cursor.executemany(insert_op, op_rows)
-        for statement, rows in zip(advance_room, room_rows, strict=True):
-            for row in rows:
-                cursor.execute(statement, row)
-                if cursor.rowcount != 1:
-                    raise VersionConflict
-
-
-def _batch_rows(batch: list[PendingCommit]) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """The parameters of `_write_statements` for a batch: op rows, then the updates of rooms
-    without and with a new copy of their text."""
-    op_field = Op._meta.get_field("op")
-    database = _value_adapter()
-    now = Room._meta.get_field("updated_at").get_db_prep_save(timezone.now(), database)
-    op_rows = [
-        (
-            p.room_id,
-            p.change.version,
-            op_field.get_db_prep_save(p.change.op, database),
-            p.change.user,
-            p.change.client,
-            p.change.seq,
-            p.change.ts,
-        )
-        for p in batch
-    ]
-    room_rows = [
-        (p.change.version, now, p.room_id, p.expected_version) for p in batch if p.new_text is None
-    ]
-    snapshot_rows = [
-        (p.new_text, p.change.version, p.change.version, now, p.room_id, p.expected_version)
-        for p in batch
-        if p.new_text is not None
-    ]
-    return op_rows, room_rows, snapshot_rows
-
-
-@functools.cache
-def _value_adapter() -> Any:
-    """A database wrapper used only to turn values into the driver's form (no queries).
-
-    Kept rather than looked up: `django.db.connection` is context-local, so on the event loop
-    every new task made Django build a new wrapper, which showed as 10% of the loop's samples
-    under load."""
-    return connections[DEFAULT_DB_ALIAS]
-
-
-@functools.cache
-def _write_statements(placeholder: str) -> tuple[str, str, str]:
-    """INSERT of an op row and the guarded UPDATEs of its room (without and with a new copy of
-    the text), with the driver's placeholder ("%s" through Django's cursor, "?" for the sqlite3
-    module itself)."""
-    name = connection.ops.quote_name
-    op_columns = ("room_id", "version", "op", "user", "client", "seq", "ts")
-    insert_op = "INSERT INTO {} ({}) VALUES ({})".format(
-        name(Op._meta.db_table),
-        ", ".join(name(column) for column in op_columns),
-        ", ".join([placeholder] * len(op_columns)),
-    )
-
-    def guarded_update(columns: tuple[str, ...]) -> str:
-        return "UPDATE {} SET {} WHERE {} = {} AND {} = {}".format(
-            name(Room._meta.db_table),
-            ", ".join(f"{name(column)} = {placeholder}" for column in columns),
-            name("id"),
-            placeholder,
-            name("version"),
-            placeholder,
-        )
-
-    advance_room = guarded_update(("version", "updated_at"))
-    advance_room_with_copy = guarded_update(("code", "code_version", "version", "updated_at"))
-    return insert_op, advance_room, advance_room_with_copy
-
-
-@database_sync_to_async
-def _room_versions(room_ids: list[str]) -> dict[str, int]:
-    return dict(Room.objects.filter(id__in=room_ids).values_list("id", "version"))
-
-
-@database_sync_to_async
-def _room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int] | None:
-    """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, and
-    the version of the copy in Room.code."""
-    room = (
-        Room.objects.filter(id=room_id)
-        .only(
-            "name",
-            "code",
-            "code_version",
-            "version",
-            "private",
-            "edit_token_hash",
-            "view_token_hash",
-        )
-        .first()
-    )
-    if room is None:
-        return None
-    return (
-        room.name,
-        room_code(room),
-        room.version,
-        room.private,
-        room.edit_token_hash,
-        room.view_token_hash,
-        room.code_version,
-    )
-
-
-def room_code(room: Room) -> str:
-    """The room's text at `room.version`: its copy in `code` with the ops after it applied."""
-    text = room.code
-    if room.code_version < room.version:
-        for op in (
-            Op.objects.filter(
-                room_id=room.id, version__gt=room.code_version, version__lte=room.version
-            )
-            .order_by("version")
-            .values_list("op", flat=True)
-        ):
-            text = ot.apply(text, op)
-    return text
-
-
-@database_sync_to_async
-def _changes_after(room_id: str, after: int, through: int | None = None) -> list[Change]:
-    ops = Op.objects.filter(room_id=room_id, version__gt=after).order_by("version")
-    if through is not None:
-        ops = ops.filter(version__lte=through)
-    return [
-        Change(row.version, row.op, row.user, row.client, row.seq, row.ts)
-        for row in ops.only("version", "op", "user", "client", "seq", "ts")
-    ]
-
-
-@database_sync_to_async
-def _text_replayed(room_id: str, version: int) -> str:
-    text = Room.objects.values_list("initial_code", flat=True).get(id=room_id)
-    for op in (
-        Op.objects.filter(room_id=room_id, version__lte=version)
-        .order_by("version")
-        .values_list("op", flat=True)
-    ):
-        text = ot.apply(text, op)
-    return text
-
-
-@database_sync_to_async
-def _last_seq(room_id: str, client: str) -> int:
-    last = (
-        Op.objects.filter(room_id=room_id, client=client, seq__isnull=False)
-        .order_by("-seq")
-        .values_list("seq", flat=True)
-        .first()
-    )
-    return last or 0
-
-
-@database_sync_to_async
-def _seq_version(room_id: str, client: str, seq: int) -> int | None:
-    return (
-        Op.objects.filter(room_id=room_id, client=client, seq=seq)
-        .values_list("version", flat=True)
-        .first()
-    )
 
 
 async def cursor_at_head(

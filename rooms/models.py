@@ -17,7 +17,7 @@ class Room(models.Model):
     version = models.PositiveBigIntegerField(default=0)
     # The version `code` is the text at. The changes after it, up to `version`, are in the op
     # log: rewriting the whole text on every keystroke was most of a commit's cost.
-    # rooms.document.room_code gives the text at the head.
+    # rooms.store.room_code gives the text at the head.
     code_version = models.PositiveBigIntegerField(default=0, editable=False)
     # Private rooms keep only SHA-256 hashes of their tokens (see rooms/access.py).
     private = models.BooleanField(default=False)

@@ -4,7 +4,7 @@ With SQLite, a batch of keystrokes commits in a few tens of microseconds of loca
 (WAL, synchronous=NORMAL: durable once `COMMIT` returns, even if the process is killed). Handing
 it to the database thread cost more than the write: two thread wake-ups, the GIL changing hands
 twice, and the thread's scheduling delay between an edit and its broadcast
-(docs/benchmarks.md, "Profile"). So `rooms.document` first offers each batch to `write_batch`,
+(docs/benchmarks.md, "Profile"). So `rooms.store` first offers each batch to `write_batch`,
 which writes it here, on the loop's thread, through a connection of its own.
 
 That connection never waits for a lock (timeout 0). If another connection holds the write lock
@@ -98,7 +98,7 @@ class _Conflict(Exception):
 
 def _connection() -> sqlite3.Connection:
     database = getattr(_local, "connection", None)
-    name = connections.settings[DEFAULT_DB_ALIAS]["NAME"]  # no wrapper: see document._value_adapter
+    name = connections.settings[DEFAULT_DB_ALIAS]["NAME"]  # no wrapper: see store._value_adapter
     if database is not None and _local.name == name:
         return database
     if database is not None:

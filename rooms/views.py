@@ -13,7 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from rooms import access, document, health, metrics, ot, presence
+from rooms import access, document, health, metrics, ot, presence, store
 from rooms.limits import PerAddressLimit
 from rooms.models import Room
 from rooms.protocol import (
@@ -29,7 +29,7 @@ def room_body(room: Room) -> dict[str, Any]:
     return {
         "room_id": room.id,
         "name": room.name,
-        "code": document.room_code(room),
+        "code": store.room_code(room),
         "version": room.version,
         "users": async_to_sync(presence.presence.users)(room.id),
         "ws_url": ws_url(room.id),

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from channels.db import database_sync_to_async
 
-from rooms import document, limits
+from rooms import document, limits, store
 from rooms.limits import TokenBucket
 from rooms.models import Op, Room
 from tests.rooms.wsclient import Client
@@ -39,7 +39,7 @@ async def connected(room_id: str, query: str = "") -> Client:
 
 async def stored(room_id: str) -> tuple[str, int, int]:
     row = await Room.objects.aget(id=room_id)
-    code = await database_sync_to_async(document.room_code)(row)
+    code = await database_sync_to_async(store.room_code)(row)
     return code, row.version, await Op.objects.filter(room_id=room_id).acount()
 
 

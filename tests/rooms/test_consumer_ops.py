@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
-from rooms import document
+from rooms import document, store
 from rooms.models import Op, Room
 from tests.rooms.wsclient import Client
 
@@ -27,7 +27,7 @@ async def connected(room_id: str, query: str = "?mode=ops") -> Client:
 
 async def room_state(room_id: str) -> tuple[str, int]:
     stored = await Room.objects.aget(id=room_id)
-    return await database_sync_to_async(document.room_code)(stored), stored.version
+    return await database_sync_to_async(store.room_code)(stored), stored.version
 
 
 async def test_op_is_acked_with_its_seq_and_sent_to_other_ops_clients(room):

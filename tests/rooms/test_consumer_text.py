@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
-from rooms import document
+from rooms import document, store
 from rooms.models import Op, Room
 from tests.rooms.wsclient import Client
 
@@ -136,7 +136,7 @@ async def test_acked_change_is_in_the_database(room):
     alice = await connected(room.id)
     await alice.request({"type": "sync_code", "code": "saved"}, "ack")
     stored = await Room.objects.aget(id=room.id)
-    assert (await database_sync_to_async(document.room_code)(stored), stored.version) == (
+    assert (await database_sync_to_async(store.room_code)(stored), stored.version) == (
         "saved",
         1,
     )

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from rooms import document
+from rooms import document, store
 from rooms.models import Op, Room
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,13 +20,13 @@ async def live_rooms(count: int) -> list[document.LiveRoom]:
 
 async def test_concurrent_changes_of_many_rooms_share_transactions(monkeypatch):
     batches: list[int] = []
-    original = document._commit_batch
+    original = store._commit_batch
 
     async def counting(batch):
         batches.append(len(batch))
         return await original(batch)
 
-    monkeypatch.setattr(document, "_commit_batch", counting)
+    monkeypatch.setattr(store, "_commit_batch", counting)
     lives = await live_rooms(10)
     results = await asyncio.gather(
         *(
@@ -38,7 +38,7 @@ async def test_concurrent_changes_of_many_rooms_share_transactions(monkeypatch):
     assert sum(batches) == 10 and len(batches) < 10
     assert await Op.objects.acount() == 10
     rooms = [room async for room in Room.objects.filter(version=1)]
-    codes = [await database_sync_to_async(document.room_code)(room) for room in rooms]
+    codes = [await database_sync_to_async(store.room_code)(room) for room in rooms]
     assert codes == ["x"] * 10
 
 

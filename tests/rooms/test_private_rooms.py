@@ -7,7 +7,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from rooms import document
+from rooms import document, store
 from rooms.models import Room
 from tests.rooms.wsclient import Client
 
@@ -111,7 +111,7 @@ async def test_view_token_reads_everything_but_every_edit_is_forbidden(private):
     update = await viewer.receive_type("op")
     assert update["op"] == ["# "] and update["version"] == 1
     room = await database_sync_to_async(document.room_get)(private["room_id"])
-    code = await database_sync_to_async(document.room_code)(room)
+    code = await database_sync_to_async(store.room_code)(room)
     assert code == "# secret" and room.version == 1
     await viewer.close()
     await editor.close()

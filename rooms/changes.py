@@ -1,0 +1,75 @@
+"""A committed change: the value the store writes and reads, live rooms keep and deliver, and
+processes send each other. Its wire forms (the ops-mode broadcast, the channel-layer event) are
+encoded here, once per change; docs/protocol.md describes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rooms import ot
+from rooms.protocol import encode_frame
+
+
+@dataclass(slots=True)
+class Change:
+    """A committed change. `version` is the room's version after it."""
+
+    version: int
+    op: ot.Op
+    user: str
+    client: str
+    seq: int | None
+    ts: int
+    # The inverse op (computed when applied), so the text at an older version can be rebuilt.
+    undo: ot.Op | None = None
+    _op_frame: str | None = field(default=None, repr=False)
+    _op_message: dict[str, str] | None = field(default=None, repr=False)
+
+    def entry(self) -> dict[str, Any]:
+        """The change as a history / `init.ops` entry."""
+        return {
+            "version": self.version,
+            "op": self.op,
+            "user": self.user,
+            "client": self.client,
+            "seq": self.seq,
+            "ts": self.ts,
+        }
+
+    def op_message(self) -> dict[str, str]:
+        """The ops-mode broadcast as an ASGI send message: one object shared by every socket."""
+        if self._op_message is None:
+            self._op_message = {"type": "websocket.send", "text": self.op_frame()}
+        return self._op_message
+
+    def op_frame(self) -> str:
+        """The ops-mode broadcast, encoded once and sent as the same bytes to every socket."""
+        if self._op_frame is None:
+            self._op_frame = encode_frame(
+                {
+                    "type": "op",
+                    "version": self.version,
+                    "op": self.op,
+                    "user": self.user,
+                    "client": self.client,
+                    "seq": self.seq,
+                }
+            )
+        return self._op_frame
+
+    def event(self) -> dict[str, Any]:
+        """The channel-layer message that tells every process about this change."""
+        return {"type": "room.change", **self.entry()}
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Change:
+        return cls(
+            version=event["version"],
+            op=event["op"],
+            user=event["user"],
+            client=event["client"],
+            seq=event["seq"],
+            ts=event["ts"],
+        )
