@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from rooms.models import Room
 
 if TYPE_CHECKING:
-    from rooms.document import LiveRoom
+    from rooms.live import LiveRoom
 
 Access = Literal["edit", "view"]
 

@@ -26,9 +26,10 @@ from django.conf import settings
 
 from autocomplete import completion
 from rooms import access, document, metrics, ot, presence, sockets
-from rooms.document import Change, LiveRoom
+from rooms.changes import Change
 from rooms.groups import group_name
 from rooms.limits import TokenBucket
+from rooms.live import LiveRoom, live_rooms
 from rooms.presence import CursorThrottle, TypingState
 from rooms.protocol import (
     BAD_JSON,
@@ -291,7 +292,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if not is_valid_room_id(room_id):
             await self.close(CLOSE_NOT_FOUND)
             return
-        self.live = await document.live_rooms.acquire(room_id)
+        self.live = await live_rooms.acquire(room_id)
         if self.live is None:
             await self.close(CLOSE_NOT_FOUND)
             return
@@ -379,7 +380,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                     await self.announce("room.leave", users)
         finally:
             self.live = None
-            document.live_rooms.release(live)
+            live_rooms.release(live)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -621,7 +622,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         return cursors
 
     def deliver_now(self) -> None:
-        """The room's fan-out (rooms/document.py): send what this connection lacks, in order,
+        """The room's fan-out (rooms/live.py): send what this connection lacks, in order,
         without waiting. A busy connection is passed by; it catches up when it is free."""
         live = self.live
         if live is None or self.submitting or self.blocked_send is not None:

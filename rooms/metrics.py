@@ -5,12 +5,15 @@ shows exactly what is defined here, and nothing else that registers metrics in t
 library, a test) can collide with them. Every process counts for itself; under
 `manage.py serve --workers N` each worker has its own numbers (docs/deploying.md).
 
-The hot paths (rooms/consumers.py, rooms/document.py) report through the small functions at the
-bottom. They run for every keystroke, so each is one call on a metric object bound at import:
-no labels, no lookups.
+The hot paths (rooms/consumers.py, rooms/document.py, rooms/live.py) report through the small
+functions at the bottom. They run for every keystroke, so each is one call on a metric object
+bound at import: no labels, no lookups. This module imports nothing of the rooms app: the live
+room count is handed to it by its owner.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -46,14 +49,6 @@ LATENCY_BUCKETS_S = (
 )
 
 
-def _live_room_count() -> int:
-    # Imported here, not at the top: rooms.document needs Django's apps loaded, and it reports
-    # to this module, so importing it from here at import time would make a cycle.
-    from rooms.document import live_rooms
-
-    return len(live_rooms)
-
-
 CONNECTIONS = Gauge(
     "collab_connections",
     "Open WebSocket connections of this process that joined a room.",
@@ -64,7 +59,6 @@ ROOMS_LIVE = Gauge(
     "Rooms live in this process's memory (rooms with a connection here).",
     registry=registry,
 )
-ROOMS_LIVE.set_function(_live_room_count)
 CHANGES = Counter(
     "collab_changes",
     "Changes committed by this process (rate() gives changes per second).",
@@ -119,3 +113,9 @@ def fanout_done(seconds: float) -> None:
 
 def rate_limited() -> None:
     RATE_LIMITED.inc()
+
+
+def rooms_live_counted_by(count: Callable[[], int]) -> None:
+    """Have `collab_rooms_live` read the count from its owner (rooms/live.py) at each scrape:
+    the owner reports to this module, so this module must not import it."""
+    ROOMS_LIVE.set_function(count)

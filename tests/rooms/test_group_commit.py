@@ -8,14 +8,15 @@ import pytest
 from channels.db import database_sync_to_async
 
 from rooms import document, store
+from rooms.live import LiveRoom, live_rooms
 from rooms.models import Op, Room
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def live_rooms(count: int) -> list[document.LiveRoom]:
+async def acquired_rooms(count: int) -> list[LiveRoom]:
     rooms = [await database_sync_to_async(document.room_create)() for _ in range(count)]
-    return [await document.live_rooms.acquire(room.id) for room in rooms]
+    return [await live_rooms.acquire(room.id) for room in rooms]
 
 
 async def test_concurrent_changes_of_many_rooms_share_transactions(monkeypatch):
@@ -27,7 +28,7 @@ async def test_concurrent_changes_of_many_rooms_share_transactions(monkeypatch):
         return await original(batch)
 
     monkeypatch.setattr(store, "_commit_batch", counting)
-    lives = await live_rooms(10)
+    lives = await acquired_rooms(10)
     results = await asyncio.gather(
         *(
             document.change_submit(live, base_version=0, op=["x"], user="u", client="c")
@@ -43,7 +44,7 @@ async def test_concurrent_changes_of_many_rooms_share_transactions(monkeypatch):
 
 
 async def test_a_change_that_lost_its_race_does_not_sink_the_others_in_its_batch():
-    lives = await live_rooms(3)
+    lives = await acquired_rooms(3)
     stale = lives[0]
     # Another process committed version 1 of the first room behind this process's back.
     await database_sync_to_async(_commit_elsewhere)(stale.room_id)

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 
 from rooms import document, metrics
+from rooms.live import live_rooms
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,21 +104,21 @@ def test_latency_hooks_observe_into_sub_millisecond_buckets(hook, name):
 async def test_rooms_live_is_the_number_of_live_rooms_at_scrape_time(async_client):
     rooms = [await database_sync_to_async(document.room_create)() for _ in range(2)]
     assert (await scrape(async_client))["collab_rooms_live"] == 0
-    lives = [await document.live_rooms.acquire(room.id) for room in rooms]
+    lives = [await live_rooms.acquire(room.id) for room in rooms]
     assert (await scrape(async_client))["collab_rooms_live"] == 2
-    document.live_rooms.release(lives[0])
+    live_rooms.release(lives[0])
     assert (await scrape(async_client))["collab_rooms_live"] == 1
-    document.live_rooms.release(lives[1])
+    live_rooms.release(lives[1])
     assert (await scrape(async_client))["collab_rooms_live"] == 0
 
 
 async def test_metrics_carry_no_room_ids(async_client):
     room = await database_sync_to_async(document.room_create)(code="secret = 1\n")
-    live = await document.live_rooms.acquire(room.id)
+    live = await live_rooms.acquire(room.id)
     try:
         body = (await async_client.get("/metrics")).content.decode()
     finally:
-        document.live_rooms.release(live)
+        live_rooms.release(live)
     assert room.id not in body and "secret" not in body
 
 

@@ -7,6 +7,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from rooms import document
+from rooms.live import LiveRoom, live_rooms
 from rooms.models import Room
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,7 +18,7 @@ def snapshot_every_3(monkeypatch):
     monkeypatch.setattr(document, "SNAPSHOT_EVERY", 3)
 
 
-async def type_letters(live: document.LiveRoom, letters: str) -> None:
+async def type_letters(live: LiveRoom, letters: str) -> None:
     for letter in letters:
         await document.change_submit(
             live, base_version=live.version, op=[len(live.text), letter], user="u", client="c"
@@ -31,7 +32,7 @@ async def stored(room_id: str) -> tuple[str, int, int]:
 
 async def test_the_room_keeps_a_copy_of_its_text_every_snapshot_every_changes(snapshot_every_3):
     room = await database_sync_to_async(document.room_create)(code="> ")
-    live = await document.live_rooms.acquire(room.id)
+    live = await live_rooms.acquire(room.id)
     try:
         await type_letters(live, "ab")
         assert await stored(room.id) == ("> ", 0, 2)  # the two ops are in the log only
@@ -40,26 +41,26 @@ async def test_the_room_keeps_a_copy_of_its_text_every_snapshot_every_changes(sn
         await type_letters(live, "de")
         assert await stored(room.id) == ("> abc", 3, 5)
     finally:
-        document.live_rooms.release(live)
+        live_rooms.release(live)
 
 
 async def test_every_reader_sees_the_text_at_the_head_between_copies(snapshot_every_3, client):
     room = await database_sync_to_async(document.room_create)(code="> ")
-    live = await document.live_rooms.acquire(room.id)
+    live = await live_rooms.acquire(room.id)
     try:
         await type_letters(live, "abcde")
     finally:
-        document.live_rooms.release(live)
+        live_rooms.release(live)
     assert await stored(room.id) == ("> abc", 3, 5)
     assert await joined_over_rest(client, room.id) == ("> abcde", 5)
 
-    reloaded = await document.live_rooms.acquire(room.id)  # from the database: copy + 2 ops
+    reloaded = await live_rooms.acquire(room.id)  # from the database: copy + 2 ops
     try:
         assert (reloaded.text, reloaded.version, reloaded.code_version) == ("> abcde", 5, 3)
         await type_letters(reloaded, "f")  # 6 - 3 = 3 changes past the copy: a new one
         assert await stored(room.id) == ("> abcdef", 6, 6)
     finally:
-        document.live_rooms.release(reloaded)
+        live_rooms.release(reloaded)
 
 
 async def joined_over_rest(client, room_id: str) -> tuple[str, int]:

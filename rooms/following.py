@@ -1,0 +1,122 @@
+"""Following a room's changes across processes: subscribing, announcing, and the version watcher.
+
+With several processes (docs/deploying.md), each process that has a room live subscribes once to
+the room's changes group (rooms/groups.py) and hands what arrives to its live room; a process
+that commits a change announces it there. A channel layer may drop a message, so the
+`RoomWatcher` also compares the live rooms with the database every COLLAB_VERSION_POLL_S. With
+one process (the in-process channel layer) there is nobody to follow and all of this is a no-op.
+
+This module knows a live room only by what it calls on it (`Followed`): rooms/live.py subscribes
+each room it loads and starts the watcher, so imports go one way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from rooms import store
+from rooms.changes import Change
+from rooms.groups import changes_group_name
+
+logger = logging.getLogger(__name__)
+
+
+class Followed(Protocol):
+    """A room this process has live (rooms/live.py's LiveRoom), as following uses it."""
+
+    room_id: str
+    version: int
+
+    def change_at(self, version: int) -> Change | None: ...
+
+    async def ingest(self, change: Change) -> None: ...
+
+    async def reach(self, version: int) -> None: ...
+
+
+async def room_follow(room: Followed) -> asyncio.Task | None:
+    """Subscribe this process to the room's changes made elsewhere (no-op with one process).
+
+    Returns the task that hands them to the room (cancelling it unsubscribes), or None. Called
+    before the room's first connection catches up from the op log, so every change arrives one
+    way or the other. One subscription per process and room: a change costs one message per
+    process, then this process's fan-out.
+    """
+    layer = get_channel_layer()
+    if getattr(layer, "single_process", False):
+        return None
+    channel = await layer.new_channel()
+    group = changes_group_name(room.room_id)
+    await layer.group_add(group, channel)
+
+    async def follow() -> None:
+        try:
+            while True:
+                event = await layer.receive(channel)
+                try:
+                    await room.ingest(Change.from_event(event))
+                except Exception:  # e.g. the database is down: the room watcher catches up later
+                    logger.exception("room %s: taking a change from another process", room.room_id)
+        finally:
+            await layer.group_discard(group, channel)
+
+    return asyncio.get_running_loop().create_task(follow(), name=f"feed-{room.room_id}")
+
+
+async def change_announce(room_id: str, change: Change) -> None:
+    """Tell the room's other processes about a committed change (this process's connections
+    get it from the room's fan-out)."""
+    layer = get_channel_layer()
+    if getattr(layer, "single_process", False):
+        return  # nobody else to tell
+    await layer.group_send(changes_group_name(room_id), change.event())
+
+
+class RoomWatcher:
+    """With several processes: delivers changes whose notification the channel layer lost.
+
+    A channel layer may drop a message (channels-redis does, silently). Versions make a gap
+    visible to the next message, but the last change of a burst has no next message; so every
+    COLLAB_VERSION_POLL_S each process compares its live rooms with the database and, where it
+    is behind, catches up and announces the latest change again (announcing is idempotent:
+    versions already delivered are skipped).
+    """
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+
+    def ensure_running(self, rooms: Callable[[], Iterable[Followed]]) -> None:
+        """Watch the rooms that `rooms()` lists at each check (only with Redis: one process
+        has no other process to miss)."""
+        if not settings.REDIS_URL:
+            return
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run(rooms), name="room-watcher")
+
+    async def _run(self, rooms: Callable[[], Iterable[Followed]]) -> None:
+        while True:
+            await asyncio.sleep(settings.COLLAB_VERSION_POLL_S)
+            try:
+                await self.check(list(rooms()))
+            except Exception:
+                logger.exception("room watcher failed; retrying")
+
+    async def check(self, rooms: list[Followed]) -> None:
+        if not rooms:
+            return
+        versions = await store.room_versions([live.room_id for live in rooms])
+        for live in rooms:
+            if versions.get(live.room_id, 0) > live.version:
+                await live.reach(versions[live.room_id])
+                if (latest := live.change_at(live.version)) is not None:
+                    await change_announce(live.room_id, latest)
+
+
+room_watcher = RoomWatcher()
