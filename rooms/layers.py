@@ -67,8 +67,8 @@ class Inbox:
 
 class RoomChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
-    # Every connection lives in this process: rooms/document.py delivers committed changes to
-    # them directly and skips announcing them here.
+    # Every connection lives in this process: its live room (rooms/live.py) delivers committed
+    # changes to them directly, and rooms/following.py skips announcing them here.
     single_process = True
 
     def __init__(self, capacity: int = 1000, **kwargs: Any) -> None:

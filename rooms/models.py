@@ -1,7 +1,8 @@
 """The room's durable state: the op log, and a snapshot of the text (Room.code at
 Room.code_version) that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past.
 
-rooms/document.py is the only writer; see docs/protocol.md for what versions and ops mean.
+rooms/document.py is the only writer (rooms/store.py holds its SQL); see docs/protocol.md for
+what versions and ops mean.
 """
 
 from django.db import models

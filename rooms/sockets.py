@@ -1,4 +1,4 @@
-"""Writing to a socket without a task per write: the room fan-out's send (rooms/document.py).
+"""Writing to a socket without a task per write: the room fan-out's send (rooms/live.py).
 
 An ASGI server's `send` writes the frame synchronously unless the socket's buffer is full, and
 only then waits for it to drain (uvicorn; daphne never waits). Running each send as a task, or

@@ -1,6 +1,6 @@
 """REST endpoints for rooms (docs/protocol.md, "REST"). JSON in, JSON out, errors included.
 
-Views only translate between HTTP and rooms/document.py.
+Views only translate between HTTP and rooms/document.py (rooms/store.py for a room's text).
 """
 
 import json

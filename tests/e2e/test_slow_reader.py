@@ -1,6 +1,6 @@
 """A socket that stops reading holds up nobody, and later gets every version in order.
 
-The room's fan-out writes to every socket from one pass (rooms/document.py); under uvicorn a
+The room's fan-out writes to every socket from one pass (rooms/live.py); under uvicorn a
 write to a socket whose buffers are full waits for it to drain. This runs the production server
 (`manage.py serve`) with a text-mode client whose receive window is tiny and which reads
 nothing while another client makes 100 edits to a 200 KB document: about 20 MB of frames for
