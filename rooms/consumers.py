@@ -348,6 +348,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             "version": head,
             "users": users,
             "cursors": await self.cursors_at(head),
+            # Editors make a view connection read-only before anything is refused.
+            "access": self.access,
         }
         if self.mode == "ops" and params["version"] is not None:
             # Resume: everything after the client's version, its own in-flight op included.

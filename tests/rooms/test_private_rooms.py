@@ -89,6 +89,23 @@ async def test_edit_token_gives_full_access(private):
     await editor.close()
 
 
+@pytest.mark.parametrize(("which", "access"), [("token", "edit"), ("view_token", "view")])
+async def test_init_says_whether_the_connection_may_edit(private, which, access):
+    for mode in ("ops", "text"):
+        client = Client(f"/ws/{private['room_id']}?mode={mode}&token={private[which]}")
+        assert (await client.connect())["access"] == access
+        await client.close()
+
+
+async def test_init_of_a_public_room_gives_edit_access(client):
+    room = await database_sync_to_async(client.post)(
+        "/rooms", data="{}", content_type="application/json"
+    )
+    connection = Client(f"/ws/{room.json()['room_id']}")
+    assert (await connection.connect())["access"] == "edit"
+    await connection.close()
+
+
 async def test_view_token_reads_everything_but_every_edit_is_forbidden(private):
     viewer = Client(f"/ws/{private['room_id']}?mode=ops&token={private['view_token']}")
     editor = Client(f"/ws/{private['room_id']}?mode=ops&token={private['token']}")
