@@ -9,8 +9,11 @@ import {nextEvent, scriptedWebSocket} from "./support.mjs";
 
 const ID = "client-one";
 
-/** A client on a scripted socket, initialised with `code`; reconnects only when told to. */
-function start(code = "hello", extra = {}) {
+/**
+ * A client on a scripted socket, initialised with `code` (and `initFields`); reconnects only
+ * when told to.
+ */
+function start(code = "hello", extra = {}, initFields = {}) {
   const {ScriptedSocket, sockets} = scriptedWebSocket();
   const doc = new CollabClient({
     url: "ws://server.test/ws/room",
@@ -25,7 +28,7 @@ function start(code = "hello", extra = {}) {
   doc.on("error", (error) => errors.push(error));
   doc.on("change", (change) => changes.push(change));
   sockets[0].open();
-  sockets[0].deliver(init({code}));
+  sockets[0].deliver(init({code, ...initFields}));
   return {doc, sockets, errors, changes, socket: () => sockets.at(-1)};
 }
 
@@ -246,6 +249,35 @@ test("a refused op (too_large) is taken back; later edits are kept", () => {
   doc.close();
 });
 
+test("init's access 'view' makes the client read-only before anything is refused", () => {
+  const {ScriptedSocket, sockets} = scriptedWebSocket();
+  const doc = new CollabClient({url: "ws://server.test/ws/room", WebSocket: ScriptedSocket});
+  const seen = [];
+  doc.on("ready", ({access}) => seen.push([access, doc.readOnly]));
+  sockets[0].open();
+  sockets[0].deliver(init({code: "abc", access: "view"}));
+  assert.deepEqual(seen, [["view", true]]);
+  assert.equal(doc.access, "view");
+  assert.throws(() => doc.applyLocalChange(0, 0, "x"), /read-only/);
+  doc.setCursor(1, 1);
+  doc.setTyping(true);
+  assert.deepEqual(sockets[0].sent, [], "nothing the server would refuse is sent");
+  doc.close();
+});
+
+test("init's access 'edit' leaves the client editable; without it access is unknown", () => {
+  const {doc} = start("abc", {}, {access: "edit"});
+  assert.equal(doc.access, "edit");
+  assert.equal(doc.readOnly, false);
+  doc.applyLocalChange(0, 0, "x");
+  assert.equal(doc.text, "xabc");
+  doc.close();
+  const older = start("abc").doc; // a server that does not say
+  assert.equal(older.access, null);
+  assert.equal(older.readOnly, false);
+  older.close();
+});
+
 test("forbidden (a view token) reverts local edits and makes the client read-only", () => {
   const {doc, socket} = start("abc");
   doc.applyLocalChange(0, 0, "x");
@@ -291,6 +323,25 @@ test("our cursor goes out in code points of the confirmed text, coalesced", asyn
   doc.close();
 });
 
+test("our cursor is sent again, exactly, once the edits it was mapped through are confirmed", async () => {
+  const {doc, socket} = start("ab");
+  doc.applyLocalChange(2, 2, "c"); // in flight
+  doc.setCursor(3, 3); // after our own "c": the server's text has no "c" yet
+  assert.deepEqual(socket().sentOfType("cursor"), [
+    {type: "cursor", anchor: 2, head: 2, version: 0},
+  ]);
+  doc.applyLocalChange(3, 3, "d"); // pending behind "c"
+  const second = socket().nextSent("cursor");
+  doc.setCursor(4, 4);
+  assert.deepEqual(await second, {type: "cursor", anchor: 2, head: 2, version: 0});
+  const exact = socket().nextSent("cursor");
+  socket().deliver({type: "ack", version: 1, seq: 1}); // "d" goes out: still not exact
+  socket().deliver({type: "ack", version: 2, seq: 2});
+  assert.deepEqual(await exact, {type: "cursor", anchor: 4, head: 4, version: 2});
+  assert.equal(socket().sentOfType("cursor").length, 3);
+  doc.close();
+});
+
 test("remote cursors arrive in UTF-16 offsets of the local text, also ahead of their op", () => {
   const {doc, socket} = start("hello");
   doc.applyLocalChange(0, 0, "😀"); // unconfirmed: shifts every remote cursor by 2 UTF-16 units
@@ -325,6 +376,32 @@ test("complete() converts the column to code points and resolves with the items"
   const lost = doc.complete(1, 0);
   socket().drop();
   await assert.rejects(lost, /disconnected/);
+  doc.close();
+});
+
+test("completions() says when an answer is incomplete or stale", async () => {
+  const {doc, socket} = start("import os\nos.pa");
+  const lastRequest = () => socket().sentOfType("complete").at(-1);
+  const items = [{label: "pardir"}];
+
+  const quick = doc.completions(2, 5);
+  socket().deliver({type: "completions", id: lastRequest().id, items, incomplete: true});
+  assert.deepEqual(await quick, {items, incomplete: true, stale: false});
+
+  const full = doc.completions(2, 5);
+  socket().deliver({type: "completions", id: lastRequest().id, items});
+  assert.deepEqual(await full, {items, incomplete: false, stale: false});
+
+  // The text moves on while the server answers: the answer is for the old text.
+  const moved = doc.completions(2, 5);
+  doc.applyLocalChange(15, 15, "t");
+  socket().deliver({type: "completions", id: lastRequest().id, items});
+  assert.equal((await moved).stale, true);
+
+  // Asked with an edit unconfirmed: the server completed on a text without it.
+  const early = doc.completions(2, 6);
+  socket().deliver({type: "completions", id: lastRequest().id, items});
+  assert.equal((await early).stale, true);
   doc.close();
 });
 

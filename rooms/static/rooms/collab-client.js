@@ -41,7 +41,8 @@
  *       give two instances the same id: seq restarts at 1 in a new instance and the server
  *       drops a (client, seq) it has seen.
  *   doc.on(event, fn) -> unsubscribe function; doc.off(event, fn)
- *     "ready"   {text, version, users, cursors}    first init; the text is usable from here on
+ *     "ready"   {text, version, users, cursors, access}  first init; the text is usable from
+ *               here on, and `access` ("edit" | "view") says whether this connection may edit
  *     "change"  {changes, text, version, user}     a remote change (never echoes local edits);
  *               changes: [{from, to, insert}], UTF-16 offsets in the text before, ascending,
  *               not overlapping (CodeMirror's ChangeSpec shape); `reset: true` and user null
@@ -57,13 +58,22 @@
  *               when the client had to resync or reload; "connect" when no socket could be made
  *   doc.applyLocalChange(from, to, insert)  replace [from, to) (UTF-16, current text) by insert
  *   doc.replaceText(newText)                the same as one diff hunk (for textarea bindings)
- *   doc.setCursor(anchor, head)             UTF-16; sent in code points, latest only, <= 1/50 ms
+ *   doc.setCursor(anchor, head)             UTF-16; sent in code points, latest only, <= 1/50 ms;
+ *                                           sent again once the edits it was mapped back through
+ *                                           are confirmed (see _sendCursor)
  *   doc.setTyping(typing)
  *   doc.complete(line, column) -> Promise<items>   line from 1, column in UTF-16 units from 0
+ *   doc.completions(line, column) -> Promise<{items, incomplete, stale}>   the same, with what
+ *               the answer is worth: `incomplete` (the server's time budget ran out: asking again
+ *               at the same place shortly usually gets the full answer) and `stale` (the text
+ *               changed since asking, or had unconfirmed edits the server did not complete on:
+ *               the items may fit another text; ask again once the edits are confirmed)
  *   doc.reconnect()                         retry now instead of after the backoff delay
  *   doc.close()                             unconfirmed edits are dropped: wait for pending false
  *   doc.text, doc.version, doc.users, doc.cursors, doc.status, doc.hasPendingChanges,
- *   doc.readOnly (set after the server answers `forbidden`: a view token), doc.error
+ *   doc.access ("edit" | "view" from init; null before it, or from a server that does not say),
+ *   doc.readOnly (true from init on a view connection, or once the server answers `forbidden`),
+ *   doc.error
  *   Also exported: `ot` (the op type), `toCodePointOffset`, `toUtf16Offset`, `mapOffset`.
  *
  * Usage with a textarea
@@ -662,17 +672,20 @@ export class CollabClient {
 
     this.users = [];
     this.userId = null;
+    this.access = null;
     this.readOnly = false;
     this.error = null;
     this._cursors = new Map(); // user -> {anchor, head}, code points of the local text
     this._laterCursors = new Map(); // user -> cursor message for a version not reached yet
     this._myCursor = null; // {anchor, head}, code points of the local text
     this._cursorDirty = false;
+    // The cursor last sent was mapped back through unconfirmed edits (see _sendCursor).
+    this._cursorApproximate = false;
     this._cursorTimer = null;
     this._cursorSentAt = -Infinity;
     this._typing = false;
     this._typingSentAt = -Infinity;
-    this._completions = new Map(); // id -> {resolve, reject, timer}
+    this._completions = new Map(); // id -> {resolve, reject, timer, text, unconfirmed}
     this._nextCompletionId = 1;
 
     this._setStatus("connecting");
@@ -812,6 +825,17 @@ export class CollabClient {
    * The server completes on its own current text, which lacks our unconfirmed edits.
    */
   complete(line, column) {
+    return this.completions(line, column).then(({items}) => items);
+  }
+
+  /**
+   * complete() with what the answer is worth: {items, incomplete, stale}. `incomplete`: the
+   * server ran out of time and answered from a quick fallback; asking again at the same place
+   * a moment later usually gets the full answer. `stale`: the answer may not fit the current
+   * text, because it changed since asking or the server lacked some of our edits when it
+   * answered; never show it as the answer for the current text.
+   */
+  completions(line, column) {
     if (this._status !== "connected") return Promise.reject(new Error("not connected"));
     // Lines end at \n, \r\n or \r, as the server counts them.
     const lineText = this._text.split(/\r\n|\r|\n/)[line - 1];
@@ -831,7 +855,13 @@ export class CollabClient {
         this._completions.delete(id);
         reject(new Error(`no completions within ${this._completeTimeoutMs} ms`));
       }, this._completeTimeoutMs);
-      this._completions.set(id, {resolve, reject, timer});
+      this._completions.set(id, {
+        resolve,
+        reject,
+        timer,
+        text: this._text,
+        unconfirmed: this.hasPendingChanges,
+      });
       this._send(message);
     });
   }
@@ -1031,6 +1061,11 @@ export class CollabClient {
     this._connectedAt = Date.now();
     this.userId = init.user_id;
     this.users = init.users;
+    if (init.access === "edit" || init.access === "view") {
+      // Known before the first edit: a view connection never shows text it cannot keep.
+      this.access = init.access;
+      this.readOnly = init.access === "view";
+    }
     this._typing = false; // a new connection: the server knows nothing about us
     const first = !this._ready;
     if (first) {
@@ -1054,6 +1089,7 @@ export class CollabClient {
         version: this._version,
         users: this.users,
         cursors: this.cursors,
+        access: this.access,
       });
     } else {
       this._emit("users", this.users);
@@ -1194,6 +1230,11 @@ export class CollabClient {
     this._advance(version, op);
     this._setStatus(this._status);
     this._placeLaterCursors();
+    if (this._cursorApproximate && !this._pending && this._myCursor) {
+      // Everything is confirmed now, so our cursor can be sent exactly where it is.
+      this._cursorDirty = true;
+      this._scheduleCursor();
+    }
   }
 
   /** Record that the confirmed document moved to `version` by `op`. */
@@ -1245,12 +1286,16 @@ export class CollabClient {
     this._emit("error", {code, message});
   }
 
-  _onCompletions({id, items}) {
+  _onCompletions({id, items, incomplete}) {
     const waiting = this._completions.get(id);
     if (!waiting) return;
     this._completions.delete(id);
     clearTimeout(waiting.timer);
-    waiting.resolve(items);
+    waiting.resolve({
+      items,
+      incomplete: incomplete === true,
+      stale: waiting.unconfirmed || waiting.text !== this._text,
+    });
   }
 
   // -- cursors -------------------------------------------------------------------------------
@@ -1328,6 +1373,9 @@ export class CollabClient {
   _sendCursor() {
     if (!this._cursorDirty || this._status !== "connected" || this.readOnly) return;
     // The server knows the confirmed text only: map back through pending, then in-flight.
+    // A position in or right after our own unconfirmed insert maps to where the insert goes,
+    // so the others see the caret before what we just typed until we send it again, which
+    // _commitInflight does once nothing is unconfirmed.
     const toServer = (position) => {
       if (this._pending) position = positionBefore(position, this._pending);
       if (this._inflight) position = positionBefore(position, this._inflight.op);
@@ -1344,6 +1392,7 @@ export class CollabClient {
     ) {
       this._cursorDirty = false;
       this._cursorSentAt = Date.now();
+      this._cursorApproximate = this.hasPendingChanges;
     }
   }
 }
