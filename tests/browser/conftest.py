@@ -28,7 +28,7 @@ def missing(what: str) -> None:
 
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page
+    from playwright.async_api import BrowserContext, Page
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -91,9 +91,10 @@ OpenPage = Callable[..., Awaitable["Page"]]
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def open_page(browser, site: LiveServer) -> AsyncIterator[OpenPage]:
-    """open_page(path, name=...): a page in a fresh browser context (its own storage and
-    network), with the display name stored as the page expects it. Uncaught errors and Content
-    Security Policy violations in any page fail the test."""
+    """open_page(path, name=..., prepare=None): a page in a fresh browser context (its own
+    storage and network), with the display name stored as the page expects it; `prepare(context)`
+    runs before the page loads (routes, init scripts). Uncaught errors and Content Security
+    Policy violations in any page fail the test."""
     contexts = []
     errors: list[str] = []
 
@@ -106,7 +107,12 @@ async def open_page(browser, site: LiveServer) -> AsyncIterator[OpenPage]:
 
         page.on("console", on_console)
 
-    async def open_(path: str, *, name: str):
+    async def open_(
+        path: str,
+        *,
+        name: str,
+        prepare: Callable[[BrowserContext], Awaitable[None]] | None = None,
+    ):
         context = await browser.new_context(viewport=VIEWPORT, base_url=site.http_url)
         context.set_default_timeout(10_000)
         contexts.append(context)
@@ -114,6 +120,8 @@ async def open_page(browser, site: LiveServer) -> AsyncIterator[OpenPage]:
         await context.add_init_script(
             f"localStorage.setItem('collabsite.name', {json.dumps(name)});"
         )
+        if prepare is not None:
+            await prepare(context)
         page = await context.new_page()
         watch(page, name)
         await page.goto(path)

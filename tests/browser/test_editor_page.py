@@ -1,5 +1,6 @@
 """The editor page (rooms/pages.py, rooms/static/rooms/editor.js) in real Chromium against a real
-server: two users editing one room, offline edits, presence, private links, autocomplete.
+server: two users editing one room, offline edits, presence, private and view-only links,
+autocomplete.
 
 Every wait is bounded (Playwright's expect and wait_for_function, 10 s unless said otherwise);
 convergence is read off the page's own status (connected, nothing unsent) and then compared with
@@ -27,12 +28,36 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.asyncio(loop_sco
 WAIT_MS = 10_000
 expect.set_options(timeout=WAIT_MS)
 ROOM_URL = re.compile(r"/r/([A-Za-z0-9_-]+)$")  # also matched in the browser: no named group
-# A handle on the page's CodeMirror view, found from its DOM through the page's own bundle.
+# A handle on the page's CodeMirror view, found from its DOM through the page's own bundle:
+# its text, its caret, and where it draws another user's caret (null while it draws none).
 INSTALL_TEXT_PROBE = """async () => {
   const {EditorView} = await import("/static/rooms/vendor/codemirror.bundle.js");
   const view = EditorView.findFromDOM(document.querySelector(".cm-editor"));
   window.__editorText = () => view.state.doc.toString();
+  window.__editorHead = () => view.state.selection.main.head;
+  window.__peerCaret = (name) => {
+    const label = [...document.querySelectorAll(".cm-peer-label")].find(
+      (element) => element.textContent === name,
+    );
+    return label ? view.posAtDOM(label.parentElement) : null;
+  };
 }"""
+# Records, from before the page's first script runs, whether the editor's content was editable
+# when it first appeared and every text it ever showed.
+WATCH_EDITOR = """
+window.__firstEditable = null;
+window.__shownTexts = [];
+new MutationObserver(() => {
+  const content = document.querySelector(".cm-content");
+  if (!content) return;
+  if (window.__firstEditable === null) {
+    window.__firstEditable = content.getAttribute("contenteditable");
+  }
+  if (window.__shownTexts.at(-1) !== content.textContent) {
+    window.__shownTexts.push(content.textContent);
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
 
 
 async def create_room(server, **body) -> dict:
@@ -220,10 +245,10 @@ async def test_private_room_opens_from_its_fragment_link_and_keeps_the_token_out
     copied = await carol.evaluate("navigator.clipboard.readText()")
     assert copied == f"{site.http_url}/r/{room_id}#token={token}"
 
-    # A view token: the text shows, edits are refused and the editor says read-only.
+    # A view token: the text shows, edits are refused and the editor says so.
     viewer = await open_page(f"/r/{room_id}#token={room['view_token']}", name="Viewer")
     await ready(viewer)
-    await expect(viewer.locator("#room-badges")).to_contain_text("Read-only")
+    await expect(viewer.locator("#room-badges")).to_contain_text("View only")
     await expect(viewer.locator(".cm-content")).to_have_attribute("contenteditable", "false")
     assert await editor_text(viewer) == text
 
@@ -283,3 +308,49 @@ async def test_start_page_creates_and_opens_rooms_from_this_server_only(open_pag
     response = await page.goto("/r/not%20a%20room")
     assert response.status == 400
     await expect(page.locator("#start-error")).to_contain_text("malformed")
+
+
+async def test_a_remote_caret_ends_where_its_owner_stopped_typing(open_page, site):
+    room_id = (await create_room(site, code="x = 1\n"))["room_id"]
+    alice = await open_page(f"/r/{room_id}", name="Alice")
+    bob = await open_page(f"/r/{room_id}", name="Bob")
+    await ready(alice)
+    await ready(bob)
+    await alice.locator(".cm-content").click()
+    # Slow keys: each edit is confirmed long before the next one, as when someone types
+    # thoughtfully; the caret must not stay behind the last of them on Bob's screen.
+    await alice.keyboard.press("Control+End")
+    await alice.keyboard.type("total", delay=200)
+    await settled(alice)
+    head = await alice.evaluate("window.__editorHead()")
+    assert head == len("x = 1\ntotal")
+    await bob.wait_for_function("(head) => window.__peerCaret('Alice') === head", arg=head)
+
+
+async def test_a_view_link_is_read_only_from_the_first_frame(open_page, site):
+    room = await create_room(site, private=True, code="secret = 42\n")
+    room_id = room["room_id"]
+
+    async def watch_editor(context) -> None:
+        await context.add_init_script(WATCH_EDITOR)
+
+    viewer = await open_page(
+        f"/r/{room_id}#token={room['view_token']}", name="Viewer", prepare=watch_editor
+    )
+    await ready(viewer)
+    assert await viewer.evaluate("window.__firstEditable") == "false"
+    await expect(viewer.locator("#room-badges")).to_contain_text("View only")
+    await viewer.locator(".cm-content").click()
+    await viewer.keyboard.type("typed", delay=15)
+    await viewer.keyboard.press("Enter")
+    # The page never showed another text, not even for a moment, and the server has none.
+    assert await viewer.evaluate("window.__shownTexts") == ["secret = 42"]
+    assert await editor_text(viewer) == "secret = 42\n"
+    assert await server_code(site, room_id, room["token"]) == "secret = 42\n"
+    await expect(viewer.locator("#toast")).to_be_hidden()  # nothing was refused
+
+    # The edit link of the same room is editable from its first frame too.
+    editor = await open_page(f"/r/{room_id}#token={room['token']}", name="Editor")
+    await ready(editor)
+    await expect(editor.locator(".cm-content")).to_have_attribute("contenteditable", "true")
+    await expect(editor.locator("#room-badges")).not_to_contain_text("View only")

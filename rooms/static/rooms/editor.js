@@ -45,7 +45,7 @@ const COMPLETE_SETTLE_MS = 400;
 const IDENTIFIER_BEFORE = /[\p{L}\p{N}_]+$/u;
 const IDENTIFIER = /^[\p{L}\p{N}_]*$/u;
 const COMPLETION_TYPES = {module: "namespace", text: "text"};
-// A view token, or a connection closed for good: the text can be read and copied, not edited.
+// A view link, or a connection closed for good: the text can be read and copied, not edited.
 const READ_ONLY = [EditorState.readOnly.of(true), EditorView.editable.of(false)];
 
 const $ = (id) => document.getElementById(id);
@@ -354,6 +354,8 @@ class Room {
           EditorState.lineSeparator.of("\n"),
           autocompletion({override: [(context) => this.completions(context)]}),
           peerField,
+          // init says whether this connection may edit, so a view link is read-only from the
+          // first frame instead of showing typed text that the server then refuses.
           this.readOnly.of(this.doc.readOnly ? READ_ONLY : []),
           EditorView.updateListener.of((update) => this.onEditorUpdate(update)),
           EditorView.contentAttributes.of({"aria-label": "Code editor"}),
@@ -361,7 +363,9 @@ class Room {
       }),
     });
     this.view.focus();
-    // Our cursor goes out at once: a view token is refused here, before any edit is lost.
+    if (this.doc.readOnly) this.showViewOnly();
+    // Our cursor goes out at once, so the others see where we are (and a server that does not
+    // say `access` in init refuses a view link here, before any edit is lost).
     this.doc.setCursor(0, 0);
     this.renderUsers();
     this.showPeers();
@@ -461,12 +465,18 @@ class Room {
       );
     } else if (code === "forbidden") {
       this.view?.dispatch({effects: this.readOnly.reconfigure(READ_ONLY)});
-      if (!$("room-badges").querySelector(".badge-readonly"))
-        $("room-badges").append(badge("Read-only", "readonly"));
+      this.showViewOnly();
     } else if (code === "too_large" || code === "bad_op") {
       toast(`The server refused an edit: ${message}`);
     }
     // "protocol" (the client resynchronised by itself) and "rate_limited" need nothing here.
+  }
+
+  showViewOnly() {
+    if ($("room-badges").querySelector(".badge-readonly")) return;
+    const indicator = badge("View only", "readonly");
+    indicator.title = "This link lets you read and copy the code, not edit it";
+    $("room-badges").append(indicator);
   }
 
   fail(message) {
