@@ -139,6 +139,11 @@ COLLAB_PRESENCE_TTL_S = env_float("COLLAB_PRESENCE_TTL_S", 15)
 # change whose notification the channel layer lost is still delivered (seconds).
 COLLAB_VERSION_POLL_S = env_float("COLLAB_VERSION_POLL_S", 1.0)
 
+# How long a completion waits for Jedi (seconds) before answering from keywords, builtins and
+# the file's names, marked "incomplete"; Jedi's late answer is cached for the next request at
+# the same place. Lower it on a slow machine to keep completions snappy.
+AUTOCOMPLETE_BUDGET_S = env_float("AUTOCOMPLETE_BUDGET_S", 0.2)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

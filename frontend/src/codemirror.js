@@ -10,7 +10,7 @@ export {
   Transaction,
 } from "@codemirror/state";
 export {Decoration, EditorView, keymap, WidgetType} from "@codemirror/view";
-export {autocompletion} from "@codemirror/autocomplete";
+export {autocompletion, startCompletion} from "@codemirror/autocomplete";
 export {indentWithTab} from "@codemirror/commands";
 export {indentUnit} from "@codemirror/language";
 export {python} from "@codemirror/lang-python";

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import ARTIFACTS, missing
+from tests.e2e.server import LiveServer
 
 try:
     from playwright.async_api import Page, expect
@@ -57,6 +58,19 @@ new MutationObserver(() => {
     window.__shownTexts.push(content.textContent);
   }
 }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+# Records the `completions` answers the page receives (SOCKET_TRACKER has wrapped WebSocket).
+RECORD_COMPLETIONS = """
+window.__completions = [];
+window.WebSocket = class extends window.WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "completions") window.__completions.push(message);
+    });
+  }
+};
 """
 
 
@@ -354,3 +368,35 @@ async def test_a_view_link_is_read_only_from_the_first_frame(open_page, site):
     await ready(editor)
     await expect(editor.locator(".cm-content")).to_have_attribute("contenteditable", "true")
     await expect(editor.locator("#room-badges")).not_to_contain_text("View only")
+
+
+@pytest.fixture
+async def impatient_site(tmp_path):
+    """A server that gives Jedi no time at all: every first answer at a position is the
+    incomplete fallback, and Jedi's own answer reaches the server's cache a moment later."""
+    server = LiveServer(tmp_path / "impatient", env={"AUTOCOMPLETE_BUDGET_S": "0"})
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+async def test_an_incomplete_completion_answer_is_asked_again(open_page, impatient_site):
+    room_id = (await create_room(impatient_site, code="import os\n"))["room_id"]
+
+    async def record_completions(context) -> None:
+        await context.add_init_script(RECORD_COMPLETIONS)
+
+    page = await open_page(
+        f"{impatient_site.http_url}/r/{room_id}", name="Hana", prepare=record_completions
+    )
+    await ready(page)
+    await page.locator(".cm-content").click()
+    await type_at(page, "Control+End", "os.pa")
+    # The fallback knows no attribute of `os`: only Jedi's answer, asked for again, has `path`.
+    option = page.locator(".cm-tooltip-autocomplete li", has_text="path").first
+    await expect(option).to_be_visible(timeout=20_000)
+    answers = await page.evaluate("window.__completions")
+    assert answers[0].get("incomplete") is True
+    assert not answers[-1].get("incomplete")
+    await option.click()
+    assert await converged(impatient_site, room_id, page) == "import os\nos.path"

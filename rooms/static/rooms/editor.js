@@ -32,6 +32,7 @@ import {
   indentWithTab,
   keymap,
   python,
+  startCompletion,
 } from "./vendor/codemirror.bundle.js";
 import {CollabClient} from "./collab-client.js";
 
@@ -42,6 +43,10 @@ const TYPING_IDLE_MS = 1500;
 // Completions wait this long at most for our latest keystroke to reach the server, which
 // completes on its own copy of the text.
 const COMPLETE_SETTLE_MS = 400;
+// An answer the server marked incomplete (Jedi ran out of time; its full answer is usually
+// ready a moment later) or gave for a text without our latest edits is asked for again after
+// these delays, as long as the caret and the text stay where they were.
+const COMPLETE_RETRY_MS = [150, 300, 600, 1200, 2400];
 const IDENTIFIER_BEFORE = /[\p{L}\p{N}_]+$/u;
 const IDENTIFIER = /^[\p{L}\p{N}_]*$/u;
 const COMPLETION_TYPES = {module: "namespace", text: "text"};
@@ -282,6 +287,7 @@ class Room {
     this.unsentEdits = 0; // local edits since the server last confirmed everything
     this.typingTimer = null;
     this.readOnly = new Compartment();
+    this.completionRetry = null; // {doc, pos, attempt, timer}: see askAgainLater
 
     $("workspace").hidden = false;
     $("room-title").hidden = false;
@@ -524,25 +530,37 @@ class Room {
 
   // -- autocomplete ------------------------------------------------------------------------
 
-  /** CodeMirror completion source: the server's completions over the room's WebSocket. */
+  /**
+   * CodeMirror completion source: the server's completions over the room's WebSocket. Only an
+   * answer for the text and position the editor still shows is used; an incomplete one is shown
+   * for what it is worth and asked for again (askAgainLater).
+   */
   async completions(context) {
     const word = context.matchBefore(IDENTIFIER_BEFORE);
     const afterDot = context.state.sliceDoc(context.pos - 1, context.pos) === ".";
     if (!word && !afterDot && !context.explicit) return null;
     if (this.doc.status !== "connected") return null;
     await this.settled(COMPLETE_SETTLE_MS);
-    // Stale if the text moved on meanwhile: CodeMirror asks again.
-    if (context.aborted || this.view.state.doc !== context.state.doc) return null;
+    // The text moved on meanwhile: CodeMirror asks again for the new one.
+    const moved = () => context.aborted || this.view.state.doc !== context.state.doc;
+    if (moved()) return null;
     const before = this.doc.text.slice(0, context.pos).split(/\r\n|\r|\n/);
-    let items;
+    let answer;
     try {
-      items = await this.doc.complete(before.length, before[before.length - 1].length);
+      answer = await this.doc.completions(before.length, before[before.length - 1].length);
     } catch {
       return null;
     }
+    if (moved()) return null;
+    const {items, incomplete, stale} = answer;
+    if (incomplete || stale) this.askAgainLater(context.state.doc, context.pos);
+    else this.stopAskingAgain();
+    // Items computed on another text may not even fit this position.
+    if (stale) return null;
     return {
       from: word ? word.from : context.pos,
-      validFor: IDENTIFIER,
+      // An incomplete list is not narrowed down as the user types on: each key asks again.
+      validFor: incomplete ? undefined : IDENTIFIER,
       options: items.map((item, rank) => ({
         label: item.label,
         apply: item.insert_text || item.label,
@@ -551,6 +569,28 @@ class Room {
         boost: 50 - Math.min(rank, 100), // keep the server's ranking among equal matches
       })),
     };
+  }
+
+  /**
+   * Ask for completions at `pos` of `doc` again after the next delay of COMPLETE_RETRY_MS, if
+   * the editor still shows that text with the caret there; give up after the last delay.
+   */
+  askAgainLater(doc, pos) {
+    const previous = this.completionRetry;
+    const attempt = previous?.doc === doc && previous.pos === pos ? previous.attempt + 1 : 0;
+    this.stopAskingAgain();
+    if (attempt >= COMPLETE_RETRY_MS.length) return;
+    const timer = setTimeout(() => {
+      const {state} = this.view;
+      const {main} = state.selection;
+      if (state.doc === doc && main.empty && main.head === pos) startCompletion(this.view);
+    }, COMPLETE_RETRY_MS[attempt]);
+    this.completionRetry = {doc, pos, attempt, timer};
+  }
+
+  stopAskingAgain() {
+    clearTimeout(this.completionRetry?.timer);
+    this.completionRetry = null;
   }
 
   /** Resolves once the server has every local edit, or after `ms`. */
