@@ -1,7 +1,8 @@
 """The editor page at `/`, `/r/<room_id>` and `/?room=<room_id>` (its API: docs/protocol.md).
 
-The page is a template plus static files (rooms/static/rooms/editor.js, editor.css and the
-CodeMirror bundle built by frontend/build.mjs); everything it does happens in the browser through
+The page is a template plus static files (rooms/static/rooms/editor.js, editor.css, the
+CodeMirror bundle built by frontend/build.mjs, and page-errors.js, which shows what went wrong
+when they fail to load or run); everything it does happens in the browser through
 the REST and WebSocket API. A private room's token travels in the link's fragment, which browsers
 never send to a server, so it appears in no request line or log here.
 """

@@ -1,6 +1,6 @@
 """The editor page (rooms/pages.py, rooms/static/rooms/editor.js) in real Chromium against a real
 server: two users editing one room, offline edits, presence, private and view-only links,
-autocomplete.
+autocomplete, and what the page says when its scripts fail.
 
 Every wait is bounded (Playwright's expect and wait_for_function, 10 s unless said otherwise);
 convergence is read off the page's own status (connected, nothing unsent) and then compared with
@@ -400,3 +400,30 @@ async def test_an_incomplete_completion_answer_is_asked_again(open_page, impatie
     assert not answers[-1].get("incomplete")
     await option.click()
     assert await converged(impatient_site, room_id, page) == "import os\nos.path"
+
+
+async def test_a_script_that_fails_to_load_is_reported_in_the_page(open_page, site):
+    room_id = (await create_room(site, code="x = 1\n"))["room_id"]
+    page = await open_page(f"/r/{room_id}", name="Ivan")
+    await ready(page)
+    await expect(page.locator("#page-error")).to_be_hidden()
+    await expect(page.locator("#boot")).to_have_count(0)  # the script took the fallback away
+
+    async def block_bundle(context) -> None:
+        await context.route("**/codemirror.bundle.js", lambda route: route.abort())
+
+    broken = await open_page(f"/r/{room_id}", name="Ivan", prepare=block_bundle)
+    error = broken.locator("#page-error")
+    await expect(error).to_be_visible()
+    await expect(error).to_contain_text("codemirror.bundle.js")
+    await expect(error).to_contain_text("reload")
+
+    # No script at all (not even the one that reports errors): the page's own HTML and CSS say
+    # so after a few seconds.
+    async def block_scripts(context) -> None:
+        await context.route(re.compile(r"\.js$"), lambda route: route.abort())
+
+    bare = await open_page(f"/r/{room_id}", name="Ivan", prepare=block_scripts)
+    await expect(bare.locator("#boot")).to_contain_text("Loading")
+    await expect(bare.locator("#boot .boot-late")).to_be_visible()
+    await expect(bare.locator("#boot .boot-late")).to_contain_text("reload")

@@ -610,6 +610,8 @@ class Room {
 
 // -- start -------------------------------------------------------------------------------------
 
+// The script runs: editor.html's static fallback note ("the scripts have not started") goes.
+$("boot").remove();
 if (config.badRoomId)
   showStart("That room link is malformed: a room id is 1-64 letters, digits, “_” or “-”.");
 else if (config.roomId) openRoom(config.roomId);
