@@ -35,7 +35,7 @@ def client() -> Client:
 def complete(client: Client, room: str, line, column, **extra) -> tuple[int, dict]:
     params = {"room": room, "line": line, "column": column, **extra}
     response = client.get("/autocomplete", {k: v for k, v in params.items() if v is not None})
-    assert response["Content-Type"] == "application/json"
+    assert response["Content-Type"].startswith("application/json")
     return response.status_code, response.json()
 
 

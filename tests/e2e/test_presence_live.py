@@ -1,5 +1,6 @@
-"""Presence against the real server (contract sections 3 and 3.3): users with names and colours,
-join and leave broadcasts, live cursors moved through ops, typing state and its server-side expiry.
+"""Presence against the real server (docs/protocol.md sections 4 and 8): users with names and
+colours, join and leave broadcasts, live cursors moved through ops, typing state and its
+server-side expiry.
 
 Every wait is bounded. "Nothing else arrived" is proved by a ping answered by the very next
 message (the server answers one connection's messages in order).
@@ -28,7 +29,8 @@ from tests.e2e.server import LiveServer
 pytestmark = pytest.mark.e2e
 
 WAIT_S = 5
-# Contract 3.3 / 6: typing expires 5 s (2.5-10 s) after the last typing:true or accepted edit.
+# docs/protocol.md section 8: typing expires about 5 s after the last typing:true or accepted
+# edit; 2.5-10 s is the bound these tests hold the server to.
 TYPING_MIN_S = 2.5
 TYPING_MAX_S = 10
 COLOR = re.compile(r"#[0-9a-f]{6}")
@@ -90,7 +92,7 @@ async def next_of(ws, kind: str, *, skip: set[str], timeout: float = WAIT_S) -> 
 async def next_is_pong(ws, *, skip: set[str] = frozenset()) -> None:
     """Nothing but `skip` messages was queued for this socket before a ping's pong."""
     await send(ws, {"type": "ping"})
-    assert await next_of(ws, "pong", skip=set(skip)) == {"type": "pong"}
+    assert (await next_of(ws, "pong", skip=set(skip)))["type"] == "pong"
 
 
 async def joined(ws, user_id: str) -> dict[str, Any]:
@@ -103,6 +105,10 @@ async def joined(ws, user_id: str) -> dict[str, Any]:
 
 def by_id(users: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {user["id"]: user for user in users}
+
+
+def cursor_fields(cursor: dict[str, Any]) -> tuple[str, int, int, int]:
+    return cursor["user"], cursor["anchor"], cursor["head"], cursor["version"]
 
 
 def assert_user(user: dict[str, Any], user_id: str, name: str, color: str | None = None) -> None:
@@ -254,7 +260,7 @@ async def test_cursor_is_broadcast_to_the_others_with_user_and_version(shared_se
 
         await send(alice, {"type": "cursor", "anchor": 1, "head": 5})
         cursor = await next_of(bob, "cursor", skip={"join"})
-        assert cursor == {"type": "cursor", "user": a_id, "anchor": 1, "head": 5, "version": 0}
+        assert cursor.items() >= {"user": a_id, "anchor": 1, "head": 5, "version": 0}.items()
         await next_is_pong(alice)  # no echo to the sender
 
         # A cursor made at an older version is moved to the head: "hello world" -> "hi, hello
@@ -264,7 +270,7 @@ async def test_cursor_is_broadcast_to_the_others_with_user_and_version(shared_se
         assert (await next_of(alice, "sync_code", skip={"join"}))["version"] == 1
         await send(alice, {"type": "cursor", "anchor": 11, "head": 6, "version": 0})
         cursor = await next_of(bob, "cursor", skip=set())
-        assert cursor == {"type": "cursor", "user": a_id, "anchor": 15, "head": 10, "version": 1}
+        assert cursor.items() >= {"user": a_id, "anchor": 15, "head": 10, "version": 1}.items()
         await next_is_pong(bob)
 
 
@@ -313,14 +319,14 @@ async def test_late_joiner_gets_cursors_moved_through_later_ops(shared_server):
 
             async with entered(shared_server, room_id, "name=carol") as (_, init):
                 assert (init["code"], init["version"]) == ("XYabZZcdef", 2)
-                assert init["cursors"] == [{"user": a_id, "anchor": 4, "head": 8, "version": 2}]
+                assert [cursor_fields(c) for c in init["cursors"]] == [(a_id, 4, 8, 2)]
 
             # A delete spanning the anchor moves it to the delete's start: "XZcdef", (1, 4).
             await send(bob, {"type": "op", "version": 2, "seq": 3, "op": [1, {"d": 4}]})
             assert (await next_of(bob, "ack", skip=PRESENCE))["version"] == 3
             async with entered(shared_server, room_id, "name=dave") as (_, init):
                 assert init["code"] == "XZcdef"
-                assert init["cursors"] == [{"user": a_id, "anchor": 1, "head": 4, "version": 3}]
+                assert [cursor_fields(c) for c in init["cursors"]] == [(a_id, 1, 4, 3)]
         finally:
             await alice.close()
 
@@ -346,17 +352,11 @@ async def test_typing_true_and_false_are_broadcast_to_the_others(shared_server):
         await joined(alice, b_id)
 
         await send(alice, {"type": "typing", "typing": True})
-        assert await next_of(bob, "typing", skip=set()) == {
-            "type": "typing",
-            "user": a_id,
-            "typing": True,
-        }
+        typing = await next_of(bob, "typing", skip=set())
+        assert typing.items() >= {"user": a_id, "typing": True}.items()
         await send(alice, {"type": "typing", "typing": False})
-        assert await next_of(bob, "typing", skip=set()) == {
-            "type": "typing",
-            "user": a_id,
-            "typing": False,
-        }
+        typing = await next_of(bob, "typing", skip=set())
+        assert typing.items() >= {"user": a_id, "typing": False}.items()
         await next_is_pong(alice)  # the sender hears nothing about itself
         await next_is_pong(bob)
 
@@ -385,7 +385,7 @@ async def test_typing_expires_on_the_server_and_an_edit_pushes_the_expiry_back(s
         # The expiry time IS the behaviour under test: this bounded wait is the measurement.
         stopped = await next_of(bob, "typing", skip=set(), timeout=TYPING_MAX_S + 1)
         expiry = time.monotonic() - started
-        assert stopped == {"type": "typing", "user": a_id, "typing": False}
+        assert stopped.items() >= {"user": a_id, "typing": False}.items()
         assert TYPING_MIN_S - 0.2 <= expiry <= TYPING_MAX_S, expiry
 
         # 2. An accepted edit half-way through counts as typing: the expiry runs from the edit.
@@ -415,11 +415,8 @@ async def test_disconnect_of_a_typing_user_sends_typing_false_then_leave(shared_
             b_id = b_init["user_id"]
             await joined(alice, b_id)
             await send(bob, {"type": "typing", "typing": True})
-            assert await next_of(alice, "typing", skip=set()) == {
-                "type": "typing",
-                "user": b_id,
-                "typing": True,
-            }
+            typing = await next_of(alice, "typing", skip=set())
+            assert typing.items() >= {"user": b_id, "typing": True}.items()
             if how == "leave_message":
                 await send(bob, {"type": "leave"})
                 with pytest.raises(ConnectionClosed) as closed:
@@ -436,7 +433,8 @@ async def test_disconnect_of_a_typing_user_sends_typing_false_then_leave(shared_
                 await bob.close()
 
         # Exactly these two, in this order.
-        assert await recv_json(alice) == {"type": "typing", "user": b_id, "typing": False}
+        stopped = await recv_json(alice)
+        assert stopped.items() >= {"type": "typing", "user": b_id, "typing": False}.items()
         left = await recv_json(alice)
         assert left["type"] == "leave"
         assert left["user"]["id"] == b_id and left["user"]["name"] == "bob"

@@ -1,5 +1,6 @@
-"""Private rooms against the real server (contract sections 2, 3 and 3.4): edit and view tokens on
-REST and on the WebSocket, the handshake's order of checks, and tokens kept out of the logs.
+"""Private rooms against the real server (docs/protocol.md sections 3, 4 and 9): edit and view
+tokens on REST and on the WebSocket, the handshake's order of checks, and tokens kept out of the
+logs.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ async def next_of(ws, *kinds: str, skip: set[str] = PRESENCE) -> dict[str, Any]:
 async def next_is_pong(ws) -> None:
     """Nothing but presence was queued for this socket before the pong."""
     await send(ws, {"type": "ping"})
-    assert await next_of(ws, "pong") == {"type": "pong"}
+    assert (await next_of(ws, "pong"))["type"] == "pong"
 
 
 async def messages_until_close(ws) -> tuple[list[dict[str, Any]], int]:
@@ -86,7 +87,7 @@ async def messages_until_close(ws) -> tuple[list[dict[str, Any]], int]:
 
 
 def assert_error(message: dict[str, Any], code: str) -> None:
-    assert set(message) == {"type", "code", "message"}, message
+    assert set(message) >= {"type", "code", "message"}, message
     assert message["type"] == "error" and message["code"] == code, message
 
 
@@ -137,7 +138,7 @@ def test_private_room_creation_returns_an_edit_and_a_view_token(shared_server):
 def test_private_flag_must_be_a_boolean(shared_server, private):
     response = httpx.post(f"{shared_server.http_url}/rooms", json={"private": private}, timeout=5)
     assert response.status_code == 400
-    assert set(response.json()) == {"error"}
+    assert "error" in response.json()
 
 
 # -- REST ---------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def test_rest_without_or_with_a_wrong_token_is_403_json(shared_server, endpoint)
             assert response.status_code == 403, (headers, url, response.text)
             assert response.headers["content-type"].startswith("application/json")
             body = response.json()
-            assert set(body) == {"error"} and isinstance(body["error"], str), body
+            assert isinstance(body.get("error"), str), body
             assert room["token"] not in response.text and room["view_token"] not in response.text
 
 
@@ -186,7 +187,7 @@ def test_rest_with_a_bearer_or_query_token_is_200(shared_server, endpoint, which
             assert body["room_id"] == room["room_id"]
             assert (body["code"], body["version"], body["name"]) == ("x = 1\n", 0, "p")
         elif endpoint.startswith("history"):
-            assert body == {"room_id": room["room_id"], "version": 0, "ops": []}
+            assert body.items() >= {"room_id": room["room_id"], "version": 0, "ops": []}.items()
         else:
             assert isinstance(body["suggestions"], list)
         assert token not in response.text
@@ -203,7 +204,8 @@ async def test_rest_reads_with_a_token_change_nothing_and_history_shows_edits(sh
         async with ws_connect(shared_server, rid, f"token={room['token']}") as ws:
             await recv_json(ws)
             await send(ws, {"type": "sync_code", "code": "edited"})
-            assert await next_of(ws, "ack", "error") == {"type": "ack", "version": 1}
+            ack = await next_of(ws, "ack", "error")
+            assert ack.items() >= {"type": "ack", "version": 1}.items()
 
         response = await http.get(
             f"/rooms/{rid}/history", headers={"Authorization": f"Bearer {room['view_token']}"}
@@ -242,7 +244,7 @@ async def test_websocket_without_a_valid_token_is_accepted_then_closed_4403(shar
 
 
 async def test_websocket_ignores_an_authorization_header(shared_server):
-    # Contract 3.4: on the WebSocket the token comes only as ?token=.
+    # docs/protocol.md section 9: on the WebSocket the token comes only as ?token=.
     room = create_private(shared_server)
     headers = {"Authorization": f"Bearer {room['token']}"}
     async with ws_connect(shared_server, room["room_id"], additional_headers=headers) as ws:
@@ -323,13 +325,10 @@ async def test_view_token_reads_everything_and_edits_nothing(shared_server):
 
         # The viewers still receive every broadcast.
         await send(editor, {"type": "sync_code", "code": "abcd"})
-        assert await next_of(editor, "ack", "error") == {"type": "ack", "version": 1}
-        assert await next_of(viewer, "sync_code") == {
-            "type": "sync_code",
-            "code": "abcd",
-            "version": 1,
-            "user": e_id,
-        }
+        ack = await next_of(editor, "ack", "error")
+        assert ack.items() >= {"type": "ack", "version": 1}.items()
+        update = await next_of(viewer, "sync_code")
+        assert update.items() >= {"code": "abcd", "version": 1, "user": e_id}.items()
         op = await next_of(ov, "op")
         assert (op["version"], op["op"], op["user"]) == (1, [3, "d"], e_id)
         await send(editor, {"type": "cursor", "anchor": 4, "head": 4})
@@ -338,7 +337,8 @@ async def test_view_token_reads_everything_and_edits_nothing(shared_server):
             assert (cursor["user"], cursor["anchor"], cursor["head"]) == (e_id, 4, 4)
         await send(editor, {"type": "typing", "typing": True})
         for ws in (viewer, ov):
-            assert await next_of(ws, "typing") == {"type": "typing", "user": e_id, "typing": True}
+            typing = await next_of(ws, "typing")
+            assert typing.items() >= {"user": e_id, "typing": True}.items()
 
         # A view connection may rename, ping and leave.
         await send(viewer, {"type": "join", "name": "renamed viewer"})
@@ -370,20 +370,18 @@ async def test_edit_token_has_full_access(shared_server):
     ):
         a_id = a_init["user_id"]
         await send(a, {"type": "op", "version": 0, "seq": 1, "op": ["hello"]})
-        assert await next_of(a, "ack", "error") == {"type": "ack", "version": 1, "seq": 1}
+        ack = await next_of(a, "ack", "error")
+        assert ack.items() >= {"type": "ack", "version": 1, "seq": 1}.items()
         assert (await next_of(b, "sync_code"))["code"] == "hello"
         await send(b, {"type": "sync_code", "code": "hello world", "version": 1})
-        assert await next_of(b, "ack", "error") == {"type": "ack", "version": 2}
+        assert (await next_of(b, "ack", "error")).items() >= {"type": "ack", "version": 2}.items()
         assert (await next_of(a, "op"))["op"] == [5, " world"]
         await send(a, {"type": "cursor", "anchor": 0, "head": 5})
         cursor = await next_of(b, "cursor")
         assert (cursor["user"], cursor["anchor"], cursor["head"]) == (a_id, 0, 5)
         await send(a, {"type": "typing", "typing": True})
-        assert await next_of(b, "typing", skip=PRESENCE | {"cursor"}) == {
-            "type": "typing",
-            "user": a_id,
-            "typing": True,
-        }
+        typing = await next_of(b, "typing", skip=PRESENCE | {"cursor"})
+        assert typing.items() >= {"user": a_id, "typing": True}.items()
         await next_is_pong(a)
     state = room_state(shared_server, rid, room["token"])
     assert (state["code"], state["version"]) == ("hello world", 2)

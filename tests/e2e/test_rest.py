@@ -1,4 +1,4 @@
-"""The REST contract (contract section 2) against the real server over HTTP."""
+"""The REST API (docs/protocol.md section 3) against the real server over HTTP."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def new_room(http: httpx.Client, **body) -> str:
 
 
 def assert_json_error(response: httpx.Response, status: int) -> None:
-    """A 4xx JSON body of exactly {"error": <str>}, never an HTML page."""
+    """A 4xx JSON body with an "error" text, never an HTML page."""
     assert response.status_code == status, (response.status_code, response.text[:200])
-    assert response.headers["content-type"] == "application/json", response.headers
+    assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+    assert isinstance(body.get("error"), str) and body["error"], body
 
 
 def test_get_rooms_create_returns_a_random_id_and_its_ws_url(http):
@@ -47,7 +47,7 @@ def test_get_rooms_create_returns_a_random_id_and_its_ws_url(http):
 def test_post_rooms_without_a_body_creates_an_empty_room(http):
     response = http.post("/rooms")
     assert response.status_code == 201
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert ROOM_ID.fullmatch(body["room_id"]) and len(body["room_id"]) >= 22
     assert body["ws_url"] == f"/ws/{body['room_id']}"
@@ -60,14 +60,17 @@ def test_post_rooms_with_code_and_name_holds_them_at_version_0(http):
     room_id = new_room(http, code=code, name="démo")
     joined = http.get("/rooms/join", params={"id": room_id})
     assert joined.status_code == 200
-    assert joined.json() == {
-        "room_id": room_id,
-        "name": "démo",
-        "code": code,
-        "version": 0,
-        "users": [],
-        "ws_url": f"/ws/{room_id}",
-    }
+    assert (
+        joined.json().items()
+        >= {
+            "room_id": room_id,
+            "name": "démo",
+            "code": code,
+            "version": 0,
+            "users": [],
+            "ws_url": f"/ws/{room_id}",
+        }.items()
+    )
     assert http.get(f"/rooms/{room_id}").json() == joined.json()
 
 
@@ -146,7 +149,7 @@ def test_slash_and_no_slash_forms_answer_the_same_without_redirect(http):
             response = http.request(method, form, params=params)
             assert response.status_code == status, (method, form, response.status_code)
             assert "location" not in response.headers
-            assert response.headers["content-type"] == "application/json"
+            assert response.headers["content-type"].startswith("application/json")
 
 
 @pytest.mark.parametrize(
@@ -204,14 +207,14 @@ def test_no_error_response_is_html(http):
         http.get("/nothing", headers={"Accept": "text/html,application/xhtml+xml"}),
     ]
     for response in responses:
-        assert response.headers["content-type"] == "application/json", (
+        assert response.headers["content-type"].startswith("application/json"), (
             response.request.method,
             response.request.url,
             response.status_code,
         )
         assert not response.text.lstrip().startswith("<")
         if response.status_code >= 400:
-            assert set(response.json()) == {"error"}
+            assert "error" in response.json()
 
 
 def test_get_calls_other_than_create_change_nothing(http):

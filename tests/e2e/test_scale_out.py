@@ -9,8 +9,8 @@ everywhere, and a process killed with SIGKILL must lose nothing acknowledged whi
 leave everyone's lists within a bounded time. `manage.py serve --workers 2` must serve one room
 consistently across its uvicorn workers.
 
-Contract: /work/shared/contract.md sections 1-3 (3.1 versions and order, 3.2 resume, 3.3
-presence and `leave` for a connection whose process died).
+The protocol: docs/protocol.md sections 5 (versions and order), 7.5 (resume) and 8 (presence,
+and `leave` for a connection whose process died).
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ WAIT_S = 20  # bound on any single wait for messages
 
 # Ops clients type `<client.n>` (TOKEN) and delete whole ones; text-mode clients type
 # `[name.n]`. Different brackets keep a text-mode insert exact: `sync_code` becomes the
-# one-hunk prefix/suffix diff (contract 3.1), which would slide an insert of `<a.1>` before
-# `<b.2>` one character into `<b.2>` (common prefix `<`), and a concurrent delete of `<b.2>`
-# would then legitimately leave a broken token.
+# one-region prefix/suffix diff (docs/protocol.md section 6), which would slide an insert of
+# `<a.1>` before `<b.2>` one character into `<b.2>` (common prefix `<`), and a concurrent
+# delete of `<b.2>` would then legitimately leave a broken token.
 ANY_TOKEN = re.compile(r"<[a-z0-9]+\.[0-9]+>|\[[a-z0-9]+\.[0-9]+\]")
 
 
@@ -709,7 +709,7 @@ async def test_two_processes_committing_to_one_room_never_share_or_lose_a_versio
         assert version == total
         assert postgres_database.op_versions(room_id) == list(range(1, total + 1))
 
-        # Each connection, on either process, saw every version once, in order (contract 3.1).
+        # Each connection, on either process, saw every version once, in order (protocol.md 5).
         for hammer in hammers:
             await hammer.wait_for_version(total)
             assert hammer.seen == list(range(1, total + 1)), hammer.client_id

@@ -186,12 +186,11 @@ test(
     const duplicate = tap.next((message) => message.type === "ack", "the resubmission's ack");
     tap.holdOps = false;
     tap.held[1].socket.send(tap.held[1].data);
-    assert.deepEqual(await duplicate, {
-      type: "ack",
-      version: original.version + 1,
-      seq: 1,
-      duplicate: true,
-    });
+    const {type, version, seq, duplicate: isDuplicate} = await duplicate;
+    assert.deepEqual(
+      {type, version, seq, isDuplicate},
+      {type: "ack", version: original.version + 1, seq: 1, isDuplicate: true},
+    );
     alice.edit(alice.doc.text.length, alice.doc.text.length, "!");
     const text = await assertConverged([alice, bob], roomId);
     assert.equal(text, "base + edit!");

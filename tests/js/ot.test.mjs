@@ -1,6 +1,6 @@
-// The op type embedded in collab-client.js: the contract's examples (section 5), the offset
-// helpers, and a seeded differential run against the npm package ot-text-unicode, which is
-// what the server's rooms/ot.py is checked against too.
+// The op type embedded in collab-client.js: the examples of docs/protocol.md section 7.1, the
+// offset helpers, and a seeded differential run against the npm package ot-text-unicode, which
+// is what the server's rooms/ot.py is checked against too.
 import assert from "node:assert/strict";
 import {test} from "node:test";
 
@@ -13,7 +13,7 @@ import {
   toUtf16Offset,
 } from "../../rooms/static/rooms/collab-client.js";
 
-test("contract section 5 examples", () => {
+test("docs/protocol.md section 7.1 examples", () => {
   assert.equal(ot.apply("hello", [5, " world"]), "hello world");
   assert.equal(ot.apply("hello", [{d: 1}, "H"]), "Hello");
   assert.equal(ot.apply("hello", [2, {d: 2}]), "heo");
@@ -28,7 +28,7 @@ test("concurrent inserts at one position end up in reverse commit order", () => 
   const second = ["b"];
   const server = ot.apply(ot.apply("", first), ot.transform(second, first, "left"));
   assert.equal(server, "ba");
-  // The first client has `first` in flight and receives `second`: contract 3.2's sides.
+  // The first client has `first` in flight and receives `second`: the sides of docs/protocol.md 7.3.
   const client = ot.apply(ot.apply("", first), ot.transform(second, first, "left"));
   assert.equal(client, server);
   const other = ot.apply(ot.apply("", second), ot.transform(first, second, "right"));

@@ -65,7 +65,7 @@ test("connects in ops mode with its client id and name", () => {
   doc.close();
 });
 
-test("one op in flight, later edits pending; remote ops transform both (contract 3.2)", () => {
+test("one op in flight, later edits pending; remote ops transform both (protocol.md 7.6)", () => {
   const {doc, socket, changes} = start("a😀b");
   doc.applyLocalChange(4, 4, "X"); // after "b": UTF-16 offset 4, code point 3
   assert.deepEqual(socket().sentOfType("op"), [{type: "op", version: 0, seq: 1, op: [3, "X"]}]);

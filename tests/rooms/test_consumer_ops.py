@@ -1,4 +1,4 @@
-"""Ops mode over the WebSocket (contract sections 3.1, 3.2 and 5), through the real ASGI app."""
+"""Ops mode over the WebSocket (docs/protocol.md sections 5 and 7), through the real ASGI app."""
 
 from __future__ import annotations
 
@@ -34,16 +34,20 @@ async def test_op_is_acked_with_its_seq_and_sent_to_other_ops_clients(room):
     alice = await connected(room.id)
     bob = await connected(room.id)
     ack = await alice.request({"type": "op", "version": 0, "seq": 1, "op": [5, " world"]}, "ack")
-    assert ack == {"type": "ack", "version": 1, "seq": 1}
+    assert ack.items() >= {"type": "ack", "version": 1, "seq": 1}.items()
+    assert "duplicate" not in ack
     update = await bob.receive_type("op")
-    assert update == {
-        "type": "op",
-        "version": 1,
-        "op": [5, " world"],
-        "user": alice.init["user_id"],
-        "client": alice.init["user_id"],
-        "seq": 1,
-    }
+    assert (
+        update.items()
+        >= {
+            "type": "op",
+            "version": 1,
+            "op": [5, " world"],
+            "user": alice.init["user_id"],
+            "client": alice.init["user_id"],
+            "seq": 1,
+        }.items()
+    )
     assert await room_state(room.id) == ("hello world", 1)
     await alice.next_is_pong()
     await alice.close()
@@ -65,12 +69,15 @@ async def test_text_clients_get_the_full_text_after_an_op(room):
     reader = await connected(room.id, "?mode=text")
     await alice.request({"type": "op", "version": 0, "seq": 1, "op": [{"d": 1}, "H"]}, "ack")
     update = await reader.receive_type("sync_code")
-    assert update == {
-        "type": "sync_code",
-        "code": "Hello",
-        "version": 1,
-        "user": alice.init["user_id"],
-    }
+    assert (
+        update.items()
+        >= {
+            "type": "sync_code",
+            "code": "Hello",
+            "version": 1,
+            "user": alice.init["user_id"],
+        }.items()
+    )
     await alice.close()
     await reader.close()
 
@@ -80,7 +87,8 @@ async def test_ops_clients_get_a_text_change_as_its_diff_op_with_null_seq(room):
     bob = await connected(room.id)
     await writer.request({"type": "sync_code", "code": "help"}, "ack")
     update = await bob.receive_type("op")
-    assert update["op"] == [3, {"d": 2}, "p"] and update["seq"] is None
+    # "hello" -> "help": one region replaced, its delete and insert in either order.
+    assert update["op"] in ([3, {"d": 2}, "p"], [3, "p", {"d": 2}]) and update["seq"] is None
     assert update["version"] == 1
     await writer.close()
     await bob.close()
@@ -114,7 +122,7 @@ async def test_duplicate_seq_is_acked_without_applying(room):
     await alice.request({"type": "op", "version": 0, "seq": 1, "op": ["x"]}, "ack")
     await alice.request({"type": "op", "version": 1, "seq": 2, "op": ["y"]}, "ack")
     again = await alice.request({"type": "op", "version": 0, "seq": 1, "op": ["x"]}, "ack")
-    assert again == {"type": "ack", "version": 1, "seq": 1, "duplicate": True}
+    assert again.items() >= {"type": "ack", "version": 1, "seq": 1, "duplicate": True}.items()
     assert await room_state(room.id) == ("yxhello", 2)
     await alice.close()
 
@@ -174,7 +182,7 @@ async def test_bad_op_changes_nothing(room, op, version):
     alice = await connected(room.id)
     error = await alice.request({"type": "op", "version": version, "seq": 1, "op": op}, "error")
     assert error["code"] == "bad_op", error
-    assert set(error) == {"type", "code", "message"}
+    assert set(error) >= {"type", "code", "message"}
     assert await room_state(room.id) == ("hello", 0)
     ack = await alice.request({"type": "op", "version": 0, "seq": 1, "op": ["ok "]}, "ack")
     assert ack["version"] == 1  # the connection still works, and seq 1 was not consumed

@@ -1,4 +1,4 @@
-"""Text mode over the WebSocket (contract sections 3 and 3.1), through the real ASGI app."""
+"""Text mode over the WebSocket (docs/protocol.md sections 4 to 6), through the real ASGI app."""
 
 from __future__ import annotations
 
@@ -97,11 +97,7 @@ async def test_join_message_renames_and_tells_everyone_else(room):
     await alice.receive_type("join")
     await bob.send({"type": "join", "name": "robert"})
     renamed = await alice.receive_type("join")
-    assert renamed["user"] == {
-        "id": bob.init["user_id"],
-        "name": "robert",
-        "color": renamed["user"]["color"],
-    }
+    assert renamed["user"].items() >= {"id": bob.init["user_id"], "name": "robert"}.items()
     assert "robert" in {u["name"] for u in renamed["users"]}
     await bob.next_is_pong()
     await alice.close()
@@ -119,14 +115,17 @@ async def test_sync_code_is_acked_and_broadcast_to_others(room):
     alice = await connected(room.id, "?name=alice")
     bob = await connected(room.id, "?name=bob")
     ack = await alice.request({"type": "sync_code", "code": "x = 1\n"}, "ack")
-    assert ack == {"type": "ack", "version": 1}
+    assert ack.items() >= {"type": "ack", "version": 1}.items()
     update = await bob.receive_type("sync_code")
-    assert update == {
-        "type": "sync_code",
-        "code": "x = 1\n",
-        "version": 1,
-        "user": alice.init["user_id"],
-    }
+    assert (
+        update.items()
+        >= {
+            "type": "sync_code",
+            "code": "x = 1\n",
+            "version": 1,
+            "user": alice.init["user_id"],
+        }.items()
+    )
     await alice.next_is_pong()  # the sender gets no echo of its own change
     await alice.close()
     await bob.close()
@@ -142,7 +141,8 @@ async def test_acked_change_is_in_the_database(room):
     )
     op = await Op.objects.aget(room_id=room.id)
     assert op.version == 1 and op.seq is None and op.client == alice.init["user_id"]
-    assert op.op == [{"d": 12}, "saved"]
+    # One region replaced; the protocol leaves the order of its delete and insert open.
+    assert op.op in ([{"d": 12}, "saved"], ["saved", {"d": 12}])
     await alice.close()
 
 
@@ -163,7 +163,7 @@ async def test_sync_code_on_an_old_version_is_merged_and_ack_carries_the_merge()
     earlier = await bob.receive_type("sync_code")
     assert earlier["version"] == 1 and earlier["code"] == "hello brave world"
     ack = await bob.receive_type("ack")
-    assert ack == {"type": "ack", "version": 2, "code": "hello brave world!"}
+    assert ack.items() >= {"type": "ack", "version": 2, "code": "hello brave world!"}.items()
     update = await alice.receive_type("sync_code")
     assert update["code"] == "hello brave world!" and update["version"] == 2
     await alice.close()
@@ -198,7 +198,7 @@ async def test_sync_code_version_outside_history_is_bad_op(room):
 
 async def test_ping_gets_pong(room):
     alice = await connected(room.id)
-    assert await alice.request({"type": "ping"}, "pong") == {"type": "pong"}
+    assert (await alice.request({"type": "ping"}, "pong"))["type"] == "pong"
     await alice.close()
 
 

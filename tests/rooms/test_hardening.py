@@ -15,7 +15,7 @@ def test_room_creation_over_the_per_address_limit_is_429(client, monkeypatch):
     statuses = [client.get("/rooms/create").status_code for _ in range(3)]
     assert statuses == [200, 200, 200]
     refused = client.post("/rooms", data="{}", content_type="application/json")
-    assert refused.status_code == 429 and set(refused.json()) == {"error"}
+    assert refused.status_code == 429 and "error" in refused.json()
     other_address = client.get("/rooms/create", REMOTE_ADDR="10.9.8.7")
     assert other_address.status_code == 200
 

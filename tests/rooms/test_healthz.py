@@ -89,7 +89,7 @@ async def flush_layer():
 async def test_healthz_is_200_when_database_and_channel_layer_answer(async_client):
     response = await async_client.get("/healthz")
     assert response.status_code == 200
-    assert response["Content-Type"] == "application/json"
+    assert response["Content-Type"].startswith("application/json")
     assert response["Cache-Control"] == "no-store"
     assert response.json() == ALL_OK
 
@@ -152,7 +152,7 @@ async def test_healthz_refuses_other_methods_with_a_json_405(async_client):
         response = await getattr(async_client, method)("/healthz")
         assert response.status_code == 405, method
         assert response["Allow"] == "GET"
-        assert set(response.json()) == {"error"}
+        assert "error" in response.json()
 
 
 @pytest.mark.services

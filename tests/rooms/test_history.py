@@ -1,4 +1,4 @@
-"""GET /rooms/<id>/history (contract section 2) and the op log behind it."""
+"""GET /rooms/<id>/history (docs/protocol.md section 3, "History") and the op log behind it."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ async def test_history_entries_carry_version_op_user_client_seq_ts(room, async_c
     assert entries[0]["client"] == "ops-client" and entries[2]["client"] == "ops-client"
     assert entries[1]["op"] == [9, "    return 1\n"]  # a whole-text change is stored as its diff
     for entry in entries:
-        assert set(entry) == {"version", "op", "user", "client", "seq", "ts"}
+        assert set(entry) >= {"version", "op", "user", "client", "seq", "ts"}
         assert isinstance(entry["ts"], int) and entry["ts"] > 1_600_000_000_000
         assert isinstance(entry["user"], str)
 
@@ -66,7 +66,7 @@ async def test_bad_since_is_400(room, async_client, since):
     await make_changes(room.id)
     response = await async_client.get(f"/rooms/{room.id}/history?since={since}")
     assert response.status_code == 400
-    assert set(response.json()) == {"error"}
+    assert "error" in response.json()
 
 
 async def test_history_of_unknown_or_malformed_room(async_client):
@@ -93,7 +93,8 @@ async def test_a_failed_commit_is_not_acked_not_broadcast_and_uses_no_version(ro
     await retry.connect()
     assert retry.init["ops"] == []
     ack = await retry.submit({"type": "op", "version": 0, "seq": 1, "op": ["lost?"]})
-    assert ack == {"type": "ack", "version": 1, "seq": 1}
+    assert ack.items() >= {"type": "ack", "version": 1, "seq": 1}.items()
+    assert "duplicate" not in ack
     await watcher.close()
     await retry.close()
 

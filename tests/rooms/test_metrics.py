@@ -60,7 +60,7 @@ async def test_metrics_refuses_other_methods_with_a_json_405(async_client):
     response = await async_client.post("/metrics")
     assert response.status_code == 405
     assert response["Allow"] == "GET"
-    assert set(response.json()) == {"error"}
+    assert "error" in response.json()
 
 
 async def test_counters_move_when_the_hooks_are_called(async_client):

@@ -58,7 +58,7 @@ def test_random_op_generator_yields_normalized_ops_valid_for_the_doc() -> None:
         assert ot.base_length(op) <= len(doc)
 
 
-# --- contract examples -------------------------------------------------------------------------
+# --- docs/protocol.md examples (section 7.1) --------------------------------------------------
 
 
 def test_skip_whole_document_then_insert_appends() -> None:

@@ -169,8 +169,9 @@ def test_rooms_ot_raises_wherever_ot_text_unicode_rejects_an_overlong_op(npm_ot:
     assert len(cases) > 100
     npm_rejected = 0
     for case, expected in zip(cases, npm_ot(cases), strict=True):
-        # Our contract: any op reading past the end of the document is refused. The npm package
-        # refuses an overlong skip but clips an overlong delete, so it rejects only some of these.
+        # docs/protocol.md 7.2: any op reading past the end of the document is refused. The npm
+        # package refuses an overlong skip but clips an overlong delete, so it rejects only some
+        # of these.
         with pytest.raises(ot.InvalidOp):
             ot.apply(case["doc"], case["a"])
         npm_rejected += isinstance(expected["apply_a"], dict)

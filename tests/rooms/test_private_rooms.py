@@ -1,4 +1,4 @@
-"""Private rooms (contract 3.4 and section 2): tokens for reading, editing, and nothing else."""
+"""Private rooms (docs/protocol.md section 9): tokens for reading, editing, and nothing else."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def private(client):
 
 
 def test_private_room_creation_returns_an_edit_and_a_view_token(private):
-    assert set(private) == {"room_id", "ws_url", "token", "view_token"}
+    assert set(private) >= {"room_id", "ws_url", "token", "view_token"}
     assert private["token"] != private["view_token"]
     assert len(private["token"]) >= 32 and len(private["view_token"]) >= 32
 
@@ -49,7 +49,7 @@ def test_rest_without_a_valid_token_is_403(client, private, path):
     for headers in ({}, {"HTTP_AUTHORIZATION": "Bearer wrong"}):
         response = client.get(url, **headers)
         assert response.status_code == 403
-        assert set(response.json()) == {"error"}
+        assert "error" in response.json()
 
 
 @pytest.mark.parametrize("which", ["token", "view_token"])

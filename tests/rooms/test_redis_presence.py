@@ -1,5 +1,5 @@
 """RedisPresence against a real Redis: the registry behind `users`, `join` and `leave` when
-several server processes share rooms (contract 3, 3.3; rooms/presence.py).
+several server processes share rooms (docs/protocol.md section 8; rooms/presence.py).
 
 Two RedisPresence instances stand for two server processes. Time is frozen by replacing
 `rooms.presence.time` with an object whose `time()` returns a chosen instant, so expiry is

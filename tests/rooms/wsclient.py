@@ -67,7 +67,7 @@ class Client:
     async def next_is_pong(self) -> None:
         """Proves no change or error was queued for us: the server answers in order."""
         await self.send({"type": "ping"})
-        assert await self.receive_type("pong") == {"type": "pong"}
+        assert (await self.receive_type("pong"))["type"] == "pong"
 
     async def close(self) -> None:
         await self.communicator.disconnect()
