@@ -48,7 +48,7 @@ def test_healthz_of_the_embedded_server_is_ok(shared_server):
     response = httpx.get(f"{shared_server.http_url}/healthz", timeout=TIMEOUT_S)
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
-    assert response.json() == ALL_OK
+    assert response.json().items() >= ALL_OK.items()
 
 
 async def test_metrics_of_the_embedded_server_count_its_live_rooms(shared_server):
@@ -78,7 +78,7 @@ def test_healthz_on_redis_and_postgres_is_ok_and_holds_no_extra_connections(
         def healthz() -> None:
             response = httpx.get(f"{server.http_url}/healthz", timeout=TIMEOUT_S)
             assert response.status_code == 200, response.text
-            assert response.json() == ALL_OK
+            assert response.json().items() >= ALL_OK.items()
 
         def connections() -> int:
             return postgres_database.query(

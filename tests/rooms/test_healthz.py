@@ -91,17 +91,17 @@ async def test_healthz_is_200_when_database_and_channel_layer_answer(async_clien
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
     assert response["Cache-Control"] == "no-store"
-    assert response.json() == ALL_OK
+    assert response.json().items() >= ALL_OK.items()
 
 
 async def test_healthz_answers_with_and_without_a_trailing_slash_and_to_head(async_client):
-    assert (await async_client.get("/healthz/")).json() == ALL_OK
+    assert (await async_client.get("/healthz/")).json().items() >= ALL_OK.items()
     assert (await async_client.head("/healthz")).status_code == 200
 
 
 async def test_healthz_checks_again_on_every_request(async_client):
     for _ in range(3):
-        assert (await async_client.get("/healthz")).json() == ALL_OK
+        assert (await async_client.get("/healthz")).json().items() >= ALL_OK.items()
 
 
 async def test_healthz_is_503_naming_the_database_when_it_refuses_queries(
@@ -121,7 +121,7 @@ async def test_healthz_recovers_once_the_database_answers_again(
 ):
     assert (await async_client.get("/healthz")).status_code == 503
     await on_check_connection(lambda: connection.connection.set_authorizer(None))
-    assert (await async_client.get("/healthz")).json() == ALL_OK
+    assert (await async_client.get("/healthz")).json().items() >= ALL_OK.items()
 
 
 async def test_a_database_that_does_not_answer_fails_within_the_bound(
@@ -167,7 +167,7 @@ async def test_healthz_round_trips_through_redis_pubsub(
     for _ in range(3):
         response = await async_client.get("/healthz")
         assert response.status_code == 200, response.json()
-        assert response.json() == ALL_OK
+        assert response.json().items() >= ALL_OK.items()
     # Every check reuses one probe channel: repeated checks leave one subscription, not three.
     import redis.asyncio
 
