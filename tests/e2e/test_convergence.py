@@ -3,7 +3,8 @@
 Clients type unique tokens at token boundaries (and ops clients delete whole tokens), with random
 pauses, random dropped connections and resumes. Afterwards every client's text equals the room's
 code, the version equals the number of accepted changes, and every token typed is there exactly
-once unless it was deleted.
+once unless it was deleted. The clients drop connections themselves; a connection the server
+closes (a failed commit's 4500 among them) fails the test.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ async def test_ops_clients_with_drops_and_resumes_converge_without_losing_a_toke
         async with httpx.AsyncClient(timeout=10) as http:
             history = (await http.get(f"{shared_server.http_url}/rooms/{room_id}/history")).json()
         assert len(history["ops"]) == room["version"]
+        for client in clients:
+            assert client.unexpected_closes == [], client.client_id
     finally:
         for client in clients:
             with contextlib.suppress(Exception):
@@ -173,6 +176,8 @@ async def test_text_and_ops_clients_share_a_room_and_converge(shared_server):
         assert sorted(parse_tokens(room["code"])) == sorted(expected)
         acked = sum(len(c.acked_seqs) for c in clients) + sum(len(t.typed) for t in texts)
         assert room["version"] == acked
+        for client in clients:
+            assert client.unexpected_closes == [], client.client_id
     finally:
         for client in clients:
             with contextlib.suppress(Exception):

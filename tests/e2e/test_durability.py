@@ -35,6 +35,8 @@ async def test_every_acked_change_survives_kill_9_and_clients_resume(server):
                 for task in load:
                     if task.done():
                         task.result()
+        for client in clients:
+            client.expect_server_loss(server.ws_base)
         server.kill()
         acked = set().union(*(tokens_in(op) for c in clients for op in c.acked_ops))
         for task in load:
@@ -59,6 +61,8 @@ async def test_every_acked_change_survives_kill_9_and_clients_resume(server):
             assert client.text == room["code"]
         typed = [token for t in typists for token in t.typed]
         assert sorted(parse_tokens(room["code"])) == sorted(typed)
+        for client in clients:
+            assert client.unexpected_closes == [], client.client_id
     finally:
         for client in clients:
             with contextlib.suppress(Exception):

@@ -1018,6 +1018,8 @@ async def test_fuzz_never_breaks_the_server_the_honest_clients_or_its_memory(fuz
                     assert client.version == room["version"]
                 assert sorted(parse_tokens(room["code"])) == sorted(typed[0] + typed[1])
                 assert room["version"] == sum(len(c.acked_seqs) for c in honest)
+                for client in honest:
+                    assert client.unexpected_closes == [], client.client_id
                 assert min(len(t) for t in typed) >= 50, "the honest clients barely typed"
                 await wait_for(
                     lambda: observers[0].alive() and observers[0].version == room["version"],

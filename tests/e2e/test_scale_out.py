@@ -168,8 +168,7 @@ class RoamingClient(OTClient):
 
     async def _flush_after_ack(self) -> None:
         if self.inflight is None and self.socket is not None:
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await self._flush_pending()  # if the send fails, resume resends it
+            await self._flush_pending()  # if the send fails, resume resends it
 
     async def _recv(self, kind: str) -> dict:
         message = await super()._recv(kind)
@@ -240,11 +239,7 @@ class RoamingTypist:
                 token = f"<{self.client.client_id}.{number}>"
                 self.typed.append(token)
                 op = at(self.rng.choice(boundaries(text)), token)
-            try:
-                await self.client.edit(op)
-            except websockets.ConnectionClosed:
-                # Its process went away mid-send: the edit stays in flight, resent on resume.
-                await self.client.drop()
+            await self.client.edit(op)  # if its process went away, the edit is resent on resume
             if self.rng.random() < self.drop_rate:
                 await self.client.drop()
             number += 1
@@ -436,7 +431,8 @@ async def assert_everyone_agrees(
     writers: list[TextWriter] = (),
 ) -> tuple[str, int, dict]:
     """Every client, every process and the database hold the same text at the same version,
-    and the history (exactly versions 1..N) replays to it. Returns (text, version, history)."""
+    the history (exactly versions 1..N) replays to it, and no server closed an ops client's
+    connection unless the test killed that server. Returns (text, version, history)."""
     code, version = database.room(room_id)
     for client in ops_clients:
         await client.wait_until(lambda c=client: c.version >= version, timeout=WAIT_S)
@@ -455,6 +451,8 @@ async def assert_everyone_agrees(
     assert [entry["version"] for entry in history["ops"]] == list(range(1, version + 1))
     assert database.op_versions(room_id) == list(range(1, version + 1))
     assert replay(history) == code
+    for client in ops_clients:
+        assert client.unexpected_closes == [], client.client_id
     return code, version, history
 
 
@@ -887,6 +885,8 @@ async def test_a_killed_process_loses_nothing_acked_and_its_users_leave_in_bound
         killed_users = {c.user_id for c in victims} | {watchers[0].user_id}
         acked_at_kill = {c.client_id: len(c.acked_ops) for c in clients}
         assert victims, "no client was connected to any process"
+        for client in clients:
+            client.expect_server_loss(victim.ws_base)
         victim.kill()
         bases.remove(victim.ws_base)
 

@@ -5,6 +5,12 @@ transformed against them (`left` for ours, `right` for theirs). On reconnect the
 with `version` and `client`; an op in `init.ops` with our client and in-flight seq is our ack,
 otherwise the in-flight op is resubmitted with the same seq. It is the same algorithm as
 rooms/static/rooms/collab-client.js, so these tests also check the protocol that client relies on.
+
+A connection the test did not end itself (with `drop` or `close`) is a failure: a server that
+closes with 4500 ("the change was not acknowledged") or any other code has failed, even though a
+real client would resume and the text would still converge. Every such close is kept in `closes`;
+the client refuses to go on after one (`failure`) unless the test declared it with
+`expect_server_loss`, the one loss a test causes on purpose: it kills the server.
 """
 
 from __future__ import annotations
@@ -12,17 +18,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import websockets
+from websockets.frames import Close as CloseFrame
+from websockets.protocol import State
 
 from rooms import ot
 
 RECV_TIMEOUT_S = 10
+ABNORMAL_CLOSURE = 1006  # the connection ended without a close frame (a killed server)
 
 
 class GapDetected(Exception):
     """A version skipped: reconnect and resume."""
+
+
+class UnexpectedClose(AssertionError):
+    """The server ended a connection, and the test did not say it would."""
+
+
+class Close(NamedTuple):
+    """The end of a connection that this client did not cause."""
+
+    code: int
+    reason: str
+    ws_base: str  # the server it was connected to
+    opened_at: float  # time.monotonic() when the connection was opened
 
 
 class OTClient:
@@ -43,6 +66,9 @@ class OTClient:
         self._settled = asyncio.Event()
         self.failure: BaseException | None = None
         self.trace: list[str] = []  # what happened, for failure messages
+        self.closes: list[Close] = []
+        self._losses: list[tuple[str, float]] = []  # (ws base, until): expect_server_loss
+        self._opened_at = 0.0
 
     # -- connection --------------------------------------------------------------------------
 
@@ -52,9 +78,31 @@ class OTClient:
             query += f"&version={self.version}"
         return f"{self.ws_base}/ws/{self.room_id}?{query}"
 
+    def expect_server_loss(self, ws_base: str) -> None:
+        """The test kills the server at `ws_base` now: a connection to it opened before this
+        call may end without a close frame. Any other close still fails the test."""
+        self._losses.append((ws_base, time.monotonic()))
+
+    @property
+    def unexpected_closes(self) -> list[Close]:
+        return [close for close in self.closes if not self._expected(close)]
+
+    def _expected(self, close: Close) -> bool:
+        return close.code == ABNORMAL_CLOSURE and any(
+            close.ws_base == ws_base and close.opened_at <= until for ws_base, until in self._losses
+        )
+
     async def connect(self) -> None:
-        self.socket = await websockets.connect(self.url(), open_timeout=10, max_size=None)
-        init = await self._recv("init")
+        if self.failure is not None:
+            raise self.failure  # a real client would reconnect; the test has failed already
+        self._opened_at = time.monotonic()
+        socket = await websockets.connect(self.url(), open_timeout=10, max_size=None)
+        self.socket = socket
+        try:
+            init = await self._recv("init")
+        except websockets.ConnectionClosed as closed:
+            self._lost(socket, closed.rcvd)
+            raise self.failure or closed from None
         self.trace.append(
             f"init v={init['version']} from={self.version} "
             f"ops={[(e['version'], e['client'][-9:], e['seq']) for e in init.get('ops', [])]} "
@@ -71,26 +119,52 @@ class OTClient:
             await self._send_inflight()
         else:
             await self._flush_pending()
-        self._reader = asyncio.create_task(self._read())
+        if self.socket is socket:
+            self._reader = asyncio.create_task(self._read(socket))
+        elif self.failure is not None:
+            raise self.failure
 
     async def drop(self) -> None:
         """Lose the connection abruptly, as a network failure would (no close handshake)."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-        if self.socket is not None:
-            self.socket.transport.abort()
-            self.socket = None
+        socket = await self._stop_reading()
+        if socket is not None:
+            socket.transport.abort()
 
     async def close(self) -> None:
+        socket = await self._stop_reading()
+        if socket is not None:
+            await socket.close()
+
+    async def _stop_reading(self) -> Any:
+        """Stop the reader and let go of the socket; returned for the caller to end."""
+        socket = self.socket
+        if socket is not None and (
+            socket.protocol.close_rcvd is not None or socket.protocol.state is State.CLOSED
+        ):
+            # The server ended it before the reader could tell: that is not the test's doing.
+            self._lost(socket, socket.protocol.close_rcvd)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        if self.socket is not None:
-            await self.socket.close()
-            self.socket = None
+        self.socket = None
+        return socket
+
+    def _lost(self, socket: Any, frame: CloseFrame | None) -> None:
+        """Record the end of `socket` that this client did not cause (once per connection)."""
+        if socket is not self.socket:
+            return
+        self.socket = None
+        code = ABNORMAL_CLOSURE if frame is None else frame.code
+        close = Close(code, "" if frame is None else frame.reason, self.ws_base, self._opened_at)
+        self.closes.append(close)
+        self.trace.append(f"closed by the server: {code} {close.reason!r}")
+        if not self._expected(close) and self.failure is None:
+            self.failure = UnexpectedClose(
+                f"{self.client_id}: the server at {self.ws_base} closed the connection with "
+                f"{code} {close.reason!r}; its last events:\n" + "\n".join(self.trace[-25:])
+            )
+        self._settled.set()
 
     # -- editing -----------------------------------------------------------------------------
 
@@ -114,9 +188,11 @@ class OTClient:
     async def wait_until(self, condition, timeout: float = 20) -> None:
         """Wait, bounded, until `condition()` holds; every received message re-checks it."""
         async with asyncio.timeout(timeout):
-            while not condition():
+            while True:
                 if self.failure is not None:
                     raise self.failure
+                if condition():
+                    return
                 if not self.connected:
                     raise ConnectionError(f"{self.client_id} is disconnected")
                 self._settled.clear()
@@ -136,13 +212,17 @@ class OTClient:
         seq, op = self.inflight
         message = {"type": "op", "version": self.version, "seq": seq, "op": op}
         self.trace.append(f"send seq={seq} base={self.version} len={ot.base_length(op)}")
-        await self.socket.send(json.dumps(message))
-
-    async def _read(self) -> None:
+        socket = self.socket
         try:
-            await self._read_forever()
-        except websockets.ConnectionClosed:
-            self.socket = None
+            await socket.send(json.dumps(message))
+        except websockets.ConnectionClosed as closed:
+            self._lost(socket, closed.rcvd)  # the op stays in flight: resent on resume
+
+    async def _read(self, socket: Any) -> None:
+        try:
+            await self._read_forever(socket)
+        except websockets.ConnectionClosed as closed:
+            self._lost(socket, closed.rcvd)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -151,9 +231,9 @@ class OTClient:
         finally:
             self._settled.set()
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, socket: Any) -> None:
         while True:
-            message = json.loads(await self.socket.recv())
+            message = json.loads(await socket.recv())
             kind = message["type"]
             self.trace.append(
                 f"recv {kind} v={message.get('version')} seq={message.get('seq')} "
