@@ -7,11 +7,13 @@ autocomplete.completion; this module only validates input and maps outcomes to s
 import re
 from typing import NamedTuple
 
+from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from autocomplete import completion
-from rooms import access
+from rooms import access, store
+from rooms.live import live_rooms
 from rooms.models import Room
 from rooms.protocol import is_valid_room_id, json_error
 
@@ -25,13 +27,20 @@ class RoomText(NamedTuple):
 
 async def load_room_text(request: HttpRequest, room_id: str) -> RoomText | HttpResponse | None:
     """The room's current code and version; None if there is no such room; a 403 response
-    when the room is private and the request has no valid token (rooms.access decides)."""
+    when the room is private and the request has no valid token (rooms.access decides).
+
+    The current text is the head of the live room when this process has it (its editors are
+    connected here) and it is not behind the database, else the stored copy (`Room.code`, up to
+    `SNAPSHOT_EVERY` changes old) with the ops after it applied."""
     room = await Room.objects.filter(id=room_id).afirst()
     if room is None:
         return None
     if access.room_access(room, access.request_token(request)) is None:
         return json_error(403, "this room is private: pass its token")
-    return RoomText(room.code, room.version)
+    live = live_rooms.get(room_id)
+    if live is not None and live.version >= room.version:
+        return RoomText(live.text, live.version)
+    return RoomText(await database_sync_to_async(store.room_code)(room), room.version)
 
 
 def _position_param(request: HttpRequest, name: str, minimum: int) -> int | str:

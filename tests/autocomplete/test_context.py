@@ -1,4 +1,5 @@
-"""GET /autocomplete?room=&line=&column=: completion at a position of the room's current code."""
+"""GET /autocomplete?room=&line=&column=: completion at a position of the room's current code
+(docs/protocol.md section 10). Rooms are made, and edited, through the product's own API."""
 
 import keyword
 import threading
@@ -7,7 +8,9 @@ import pytest
 from django.test import Client
 
 from autocomplete import completion
-from rooms.models import Op, Room
+from rooms.live import live_rooms
+from rooms.models import Op
+from tests.rooms.wsclient import Client as WebSocketClient
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +24,7 @@ def generous_budget(settings):
 
 @pytest.fixture(autouse=True)
 def empty_cache():
-    # Rooms in different tests share ids and versions; answers must come from this test's code.
+    # Answers are cached per room, version and position; each test starts without any.
     completion.clear_cache()
     yield
     completion.clear_cache()
@@ -30,6 +33,12 @@ def empty_cache():
 @pytest.fixture
 def client() -> Client:
     return Client()
+
+
+def new_room(client: Client, code: str) -> str:
+    response = client.post("/rooms", {"code": code}, content_type="application/json")
+    assert response.status_code == 201, response.content
+    return response.json()["room_id"]
 
 
 def complete(client: Client, room: str, line, column, **extra) -> tuple[int, dict]:
@@ -44,9 +53,9 @@ def labels(body: dict) -> list[str]:
 
 
 def test_module_members_are_suggested_after_a_dot(client):
-    Room.objects.create(id="r1", code="import os\nos.pa")
+    room = new_room(client, "import os\nos.pa")
 
-    status, body = complete(client, "r1", 2, 5)
+    status, body = complete(client, room, 2, 5)
 
     assert status == 200
     assert {"path", "pardir"} <= set(labels(body))
@@ -56,9 +65,9 @@ def test_module_members_are_suggested_after_a_dot(client):
 
 
 def test_a_name_defined_earlier_in_the_file_is_suggested(client):
-    Room.objects.create(id="r1", code="def my_helper(): ...\nmy_h")
+    room = new_room(client, "def my_helper(): ...\nmy_h")
 
-    status, body = complete(client, "r1", 2, 4)
+    status, body = complete(client, room, 2, 4)
 
     assert status == 200
     assert labels(body)[0] == "my_helper"
@@ -66,9 +75,9 @@ def test_a_name_defined_earlier_in_the_file_is_suggested(client):
 
 
 def test_without_query_the_query_is_the_name_before_the_cursor(client):
-    Room.objects.create(id="r1", code="x = 1\nim")
+    room = new_room(client, "x = 1\nim")
 
-    _, body = complete(client, "r1", 2, 2)
+    _, body = complete(client, room, 2, 2)
 
     assert body["query"] == "im"
     assert body["suggestions"] == ["import"]
@@ -76,9 +85,9 @@ def test_without_query_the_query_is_the_name_before_the_cursor(client):
 
 
 def test_suggestions_keep_the_exact_keyword_rule_for_the_given_query(client):
-    Room.objects.create(id="r1", code="x = 1\n")
+    room = new_room(client, "x = 1\n")
 
-    _, body = complete(client, "r1", 2, 0, query="i")
+    _, body = complete(client, room, 2, 0, query="i")
 
     assert body["query"] == "i"
     assert body["suggestions"] == sorted(k for k in keyword.kwlist if k.startswith("i"))
@@ -86,9 +95,9 @@ def test_suggestions_keep_the_exact_keyword_rule_for_the_given_query(client):
 
 def test_a_given_query_filters_and_ranks_the_items(client):
     # The client may be ahead of the stored text: it has typed "pa", the server holds "p".
-    Room.objects.create(id="r1", code="import os\nos.p")
+    room = new_room(client, "import os\nos.p")
 
-    _, body = complete(client, "r1", 2, 4, query="pa")
+    _, body = complete(client, room, 2, 4, query="pa")
 
     assert body["query"] == "pa"
     assert {"path", "pardir"} <= set(labels(body))
@@ -96,9 +105,9 @@ def test_a_given_query_filters_and_ranks_the_items(client):
 
 
 def test_builtins_come_with_their_signature_in_detail(client):
-    Room.objects.create(id="r1", code="pri")
+    room = new_room(client, "pri")
 
-    _, body = complete(client, "r1", 1, 3)
+    _, body = complete(client, room, 1, 3)
 
     first = body["items"][0]
     assert (first["label"], first["kind"]) == ("print", "function")
@@ -106,9 +115,9 @@ def test_builtins_come_with_their_signature_in_detail(client):
 
 
 def test_exact_prefix_matches_rank_before_other_case_matches(client):
-    Room.objects.create(id="r1", code="import os\nos.pa")
+    room = new_room(client, "import os\nos.pa")
 
-    _, body = complete(client, "r1", 2, 5)
+    _, body = complete(client, room, 2, 5)
 
     exact = [label.startswith("pa") for label in labels(body)]
     assert exact == sorted(exact, reverse=True)
@@ -116,9 +125,9 @@ def test_exact_prefix_matches_rank_before_other_case_matches(client):
 
 
 def test_names_from_the_file_rank_before_builtins_and_dunders_last(client):
-    Room.objects.create(id="r1", code="def sorter(): ...\nclass __Meta: ...\n_so = 1\n")
+    room = new_room(client, "def sorter(): ...\nclass __Meta: ...\n_so = 1\n")
 
-    _, body = complete(client, "r1", 4, 0)
+    _, body = complete(client, room, 4, 0)
 
     names = labels(body)
     assert names.index("sorter") < names.index("sorted")
@@ -136,9 +145,9 @@ def test_names_from_the_file_rank_before_builtins_and_dunders_last(client):
 )
 def test_the_servers_own_modules_and_files_are_never_offered(client, settings, code, column):
     settings.AUTOCOMPLETE_BUDGET_S = 10  # Jedi's own answer, not the fallback
-    Room.objects.create(id="r1", code=code)
+    room = new_room(client, code)
 
-    status, body = complete(client, "r1", 1, column)
+    status, body = complete(client, room, 1, column)
 
     assert status == 200
     assert body["incomplete"] is False
@@ -146,53 +155,74 @@ def test_the_servers_own_modules_and_files_are_never_offered(client, settings, c
 
 
 def test_completing_changes_nothing(client):
-    Room.objects.create(id="r1", code="import os\nos.pa", version=3)
+    room = new_room(client, "import os\nos.pa")
+    before = client.get(f"/rooms/{room}").json()
 
-    complete(client, "r1", 2, 5)
+    complete(client, room, 2, 5)
 
-    assert Room.objects.values_list("code", "version").get(id="r1") == ("import os\nos.pa", 3)
-    assert not Op.objects.exists()
+    assert client.get(f"/rooms/{room}").json() == before
+    assert not Op.objects.filter(room_id=room).exists()
 
 
-def test_a_new_version_is_completed_from_its_own_text(client):
-    Room.objects.create(id="r1", code="alpha = 1\nal")
-    complete(client, "r1", 2, 2)
-    Room.objects.filter(id="r1").update(code="alpine = 1\nal", version=1)
+async def complete_async(async_client, room: str, line: int, column: int) -> dict:
+    response = await async_client.get(
+        "/autocomplete", {"room": room, "line": line, "column": column}
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
 
-    _, body = complete(client, "r1", 2, 2)
 
-    assert "alpine" in labels(body)
-    assert "alpha" not in labels(body)
+@pytest.mark.django_db(transaction=True)
+async def test_a_change_made_over_the_websocket_is_completed_from_the_new_text(async_client):
+    response = await async_client.post(
+        "/rooms", {"code": "alpha = 1\nal"}, content_type="application/json"
+    )
+    room = response.json()["room_id"]
+    assert "alpha" in labels(await complete_async(async_client, room, 2, 2))
+    editor = WebSocketClient(f"/ws/{room}")
+    await editor.connect()
+    ack = await editor.request({"type": "sync_code", "code": "alpine = 1\nal"}, "ack")
+    assert ack["version"] == 1
+
+    live = await complete_async(async_client, room, 2, 2)  # this process holds the room's head
+    await editor.close()
+    assert live_rooms.get(room) is None  # now the stored copy and the ops after it answer
+    completion.clear_cache()  # the same version and position: it must be completed again
+    stored = await complete_async(async_client, room, 2, 2)
+
+    for body in (live, stored):
+        assert "alpine" in labels(body)
+        assert "alpha" not in labels(body)
 
 
 def test_columns_count_code_points(client):
     # "🙂" is one code point (two UTF-16 units, four UTF-8 bytes); the line is 10 code points.
-    Room.objects.create(id="r1", code='value_1 = 2\n"🙂" + valu')
+    room = new_room(client, 'value_1 = 2\n"🙂" + valu')
 
-    status, body = complete(client, "r1", 2, 10)
+    status, body = complete(client, room, 2, 10)
     assert status == 200
     assert body["query"] == "valu"
     assert "value_1" in labels(body)
 
-    status, _ = complete(client, "r1", 2, 11)
+    status, _ = complete(client, room, 2, 11)
     assert status == 400
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 def test_lines_break_at_each_python_newline(client, newline):
-    Room.objects.create(id="r1", code=f"a_value = 1{newline}a_v")
+    room = new_room(client, f"a_value = 1{newline}a_v")
 
-    status, body = complete(client, "r1", 2, 3)
+    status, body = complete(client, room, 2, 3)
 
     assert status == 200
     assert labels(body)[0] == "a_value"
-    assert complete(client, "r1", 2, 4)[0] == 400  # line 2 is "a_v", with no \r in it
+    assert complete(client, room, 2, 4)[0] == 400  # line 2 is "a_v", with no \r in it
 
 
 def test_the_empty_line_after_a_final_newline_is_a_position(client):
-    Room.objects.create(id="r1", code="x = 1\n")
+    room = new_room(client, "x = 1\n")
 
-    status, _ = complete(client, "r1", 2, 0)
+    status, _ = complete(client, room, 2, 0)
 
     assert status == 200
 
@@ -230,9 +260,9 @@ def test_an_unknown_room_is_a_404(client):
     ],
 )
 def test_a_bad_position_is_a_json_400(client, line, column):
-    Room.objects.create(id="r1", code="import os\nos.pa")
+    room = new_room(client, "import os\nos.pa")
 
-    status, body = complete(client, "r1", line, column)
+    status, body = complete(client, room, line, column)
 
     assert status == 400
     assert isinstance(body["error"], str)
@@ -258,9 +288,9 @@ def test_past_the_budget_the_answer_is_keywords_and_file_names_marked_incomplete
     completion.start_warm_up().result(timeout=60)
     monkeypatch.setattr(completion, "_jedi_completions", gate)
     settings.AUTOCOMPLETE_BUDGET_S = 0.01
-    Room.objects.create(id="r1", code="items = []\ni")
+    room = new_room(client, "items = []\ni")
     try:
-        status, body = complete(client, "r1", 2, 1)
+        status, body = complete(client, room, 2, 1)
     finally:
         gate.release.set()
         completion._executor.submit(lambda: None).result(timeout=30)  # let the worker drain

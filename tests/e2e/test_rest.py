@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 
 import httpx
 import pytest
+import websockets
 
 pytestmark = pytest.mark.e2e
 
@@ -231,3 +234,37 @@ def test_get_calls_other_than_create_change_nothing(http):
         http.get(path, params=params)
         http.head(path, params=params)
     assert http.get(f"/rooms/{room_id}").json() == before
+
+
+async def complete_at(http: httpx.AsyncClient, room_id: str, line: int, column: int) -> dict:
+    params = {"room": room_id, "line": line, "column": column}
+    response = await http.get("/autocomplete", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_autocomplete_completes_the_text_edited_over_the_websocket(shared_server):
+    # 60 changes: the stored copy of the text (Room.code), refreshed every 100, lags behind.
+    lines = [f"value_{n} = {n}\n" for n in range(60)]
+    async with httpx.AsyncClient(base_url=shared_server.http_url, timeout=TIMEOUT) as http:
+        room_id = (await http.post("/rooms", json={})).json()["room_id"]
+        url = f"{shared_server.ws_base}/ws/{room_id}?mode=ops"
+        async with websockets.connect(url, open_timeout=10) as ws:
+            text = json.loads(await ws.recv())["code"]
+            for seq, line in enumerate(lines, start=1):
+                op = [len(text), line] if text else [line]
+                await ws.send(json.dumps({"type": "op", "version": seq - 1, "seq": seq, "op": op}))
+                async with asyncio.timeout(10):
+                    while (reply := json.loads(await ws.recv()))["type"] != "ack":
+                        assert reply["type"] in {"join", "leave"}, reply
+                assert reply["version"] == seq, reply
+                text += line
+
+            # Line 51 is "value_50 = 50".
+            live = await complete_at(http, room_id, 51, 5)
+        # The room has no connection left; another position, so that no cached answer serves.
+        after = await complete_at(http, room_id, 51, 4)
+
+    assert (live["query"], after["query"]) == ("value", "valu")
+    for body in (live, after):
+        assert {"value_0", "value_49"} <= {item["label"] for item in body["items"]}
