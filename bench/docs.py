@@ -51,6 +51,8 @@ def method(results: dict[str, Any]) -> str:
     )
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     uvicorn_cmd = results.get("commands", {}).get("uvicorn") or "manage.py serve --workers 1"
+    big = s.get("storm_big_clients")
+    storms = f"{s.get('storm_clients')}" + (f" and {big}" if big else "")
     return f"""## Method
 
 Measured {results["date"]} ({results["mode"]} run, {results["elapsed_s"]:.0f} s) on the project
@@ -60,25 +62,41 @@ machine: {m["cores"]} cores / {m["memory_gib"]:.0f} GiB ({m["cpu_model"] or "unk
 Run everything with one command from the project root (venv active):
 
 ```
-python -m bench --quick        # ~2-3 minutes: floor + daphne, short windows, no profile
-python -m bench --write-docs   # full run (~21 minutes): floor, asgi-floor, daphne, uvicorn,
+python -m bench --quick        # short windows: floor, prototype, daphne; no profile, no scale
+python -m bench --write-docs   # full run: floor, asgi-floor, prototype, daphne, uvicorn,
                                # py-spy profiles, then scale-out (`--scenarios scale` alone: ~6)
+python -m bench --quick --scenarios text --targets floor,prototype,uvicorn,daphne
+                               # issue 18 alone: text mode, connect, capacity, storms
+python -m bench --quick --targets floor,uvicorn --scenarios rooms_text,connect --ref <commit>
+                               # an older commit's server, measured the same way
 python bench/plot.py           # re-plot docs/benchmarks-latency.png from bench/results/latest.json
 ```
 
+`--scenarios` takes scenario names (`pingpong`, `join`, `rooms_text`, `rooms_ops`,
+`fanout_ops`, `fanout_text`, `connect`, `storm_text`, `storm_ops`, `storm_text_big`,
+`storm_ops_big`, `capacity`, `capacity_text`, `idle`, `scale`) and groups (`rooms`, `fanout`,
+`storm`, `capacity`, and `text` = issue 18's scenarios). `--profile` with `--profile-targets`
+(default uvicorn,daphne) and `--profile-scenarios` (default rooms_text,fanout_text,connect; also
+rooms_ops, fanout_ops) runs py-spy; `python -m bench.profile <raw file>` summarises a raw
+profile again.
+
 Requirements beyond requirements.txt (bench only): `pip install -r bench/requirements.txt`
-(psutil, py-spy, matplotlib). Results: `bench/results/bench-<time>.json` (gitignored) and the plot
-`docs/benchmarks-latency.png`.
+(psutil, py-spy, matplotlib, FastAPI for the prototype). Results:
+`bench/results/bench-<time>.json` (gitignored) and the plot `docs/benchmarks-latency.png`.
 
 - **Servers**, one at a time, each a subprocess on 127.0.0.1 with a fresh SQLite database:
   the *floor* (`bench/floor_server.py`: bare `websockets` {m["packages"].get("websockets", "")}, no
   database, no OT, relays ops and full texts, same message shapes); *asgi-floor*
   (`bench/asgi_floor.py`: the floor's relay as a bare ASGI app, served by uvicorn exactly as
   `manage.py serve` serves ours: what uvicorn's WebSocket path costs with no application work;
-  its rows in the targets table read "could any app on uvicorn meet this"); *daphne* = our
-  server as users start it (`manage.py runserver --noreload` through `tests/e2e/server.py`'s
-  LiveServer); *uvicorn*
-  = the same ASGI app under uvicorn, started as `{uvicorn_cmd}` (uvloop, httptools,
+  its rows in the targets table read "could any app on uvicorn meet this"); *prototype*
+  (`bench/prototype_server.py`: the FastAPI prototype's behaviour, the second baseline: FastAPI
+  on uvicorn with uvicorn's defaults, rooms in memory, text mode only; `sync_code` replaces the
+  room's text and is relayed to the room's other sockets as `sync_code` with `code`, `version`
+  and `user`, with no ack, no persistence, no diff and no limits; `init`, join and leave
+  notices, `ping`; `GET /rooms/create` and `POST /rooms`); *daphne* = our server as users
+  start it (`manage.py runserver --noreload` through `tests/e2e/server.py`'s LiveServer);
+  *uvicorn* = the same ASGI app under uvicorn, started as `{uvicorn_cmd}` (uvloop, httptools,
   websockets-sansio). The rate limiter is raised (`COLLAB_RATE_BURST`,
   `COLLAB_RATE_PER_S`) so it is never what is measured. Clients negotiate no compression.
 - **Load generator**: {g["workers"]} worker processes (multiprocessing, spawned) running
@@ -93,32 +111,86 @@ Requirements beyond requirements.txt (bench only): `pip install -r bench/require
 - **Server CPU**: user+system time of the server process tree (psutil) sampled at the
   window's edges; CPU per edit divides by the acks that arrived inside the window (the work
   actually done, also under overload); CPU per delivered message divides by the deliveries
-  inside the window. Each scenario (and each capacity step) runs on a fresh server process,
-  started once it is quiet (our server warms Jedi up at start).
+  inside the window. The prototype sends no ack, so for it an edit is done when it reaches the
+  room's other members: CPU per edit divides by the deliveries in the window / (users per room
+  - 1) (in the rooms scenarios, the other member's deliveries), capacity counts the same, and
+  fan-out latency is, as for every server, from the send to the other member's receipt. Each
+  scenario (and each capacity step) runs on a fresh server process, started once it is quiet
+  (our server warms Jedi up at start).
 - **Scenarios** ({"quick" if s["quick"] else "full"} settings): `pingpong` {s["pings"]}
-  sequential pings; `rooms` {s["rooms"]} rooms x 2 users x {s["rooms_rate"]:g} edits/s each
-  (= {s["rooms"] * 2 * s["rooms_rate"]:g} edits/s), text mode (a {s["text_doc_bytes"]} B
-  document, full-text `sync_code`) and ops mode (inserts), {s["rooms_s"]:g} s window after
-  {s["rooms_warm_s"]:g} s warm-up; `fanout` 1 room x {s["fanout_users"]} users, one writer at
-  {s["fanout_rate"]:g} edits/s, {s["fanout_s"]:g} s; `idle` {s["idle_conns"]} connections in
-  rooms of {s["idle_room_size"]}, RSS delta per connection and CPU over {s["idle_s"]:g} s;
-  `capacity` ops mode, {s["rooms"]} rooms x 2 users, total rate from {s["cap_start"]:g}
-  edits/s x{s["cap_factor"]:g} per step ({s["cap_s"]:g} s windows) until p99 fan-out >
+  sequential pings; `rooms_ops` {s["rooms"]} rooms x 2 users x {s["rooms_rate"]:g} edits/s
+  each (= {s["rooms"] * 2 * s["rooms_rate"]:g} edits/s), inserts; `rooms_text`
+  {s.get("text_rooms")} rooms x 2 users x {s["rooms_rate"]:g} edits/s each
+  (= {s.get("text_rooms", 0) * 2 * s["rooms_rate"]:g} edits/s), rooms holding a
+  {s["text_doc_bytes"]} B document, every edit a full-text `sync_code`; both {s["rooms_s"]:g} s
+  windows after {s["rooms_warm_s"]:g} s warm-up; `fanout_ops` 1 room x {s["fanout_users"]}
+  users and `fanout_text` 1 room x {s.get("fanout_text_users")} users ({s["text_doc_bytes"]} B
+  document), one writer at {s["fanout_rate"]:g} edits/s, {s["fanout_s"]:g} s; `idle`
+  {s["idle_conns"]} connections in rooms of {s["idle_room_size"]}, RSS delta per connection and
+  CPU over {s["idle_s"]:g} s; `capacity` ops mode, {s["rooms"]} rooms x 2 users, and
+  `capacity_text`, `rooms_text`'s shape, total rate from {s["cap_start"]:g} edits/s
+  x{s["cap_factor"]:g} per step ({s["cap_s"]:g} s windows) until p99 fan-out >
   {s["cap_p99_ms"]:g} ms or a delivery is missing, then {s["cap_refine"]} bisection steps;
   projected capacity at one core = committed edits/s / server cores at the highest rate
   held; `join` {s["joins"]} sequential connect-to-`init` times for a room holding
   {s["join_bytes"] // 1024} KB of code, with another user connected (room live in memory) and
   with nobody (room loaded from the database).
+- **Connection set-up** (`connect`): {s.get("connect_count")} connections opened open-loop at
+  {s.get("connect_rate", 0):g}/s (connection i starts at t0 + i / rate whether or not the
+  earlier ones are done), each with the `Origin` a browser on the server's page sends, into
+  rooms of {s.get("connect_room_size")} holding a {s["text_doc_bytes"]} B document that are not
+  live yet (connection i goes to room i mod rooms, so the first user of each room loads it from
+  the database). Server CPU from t0 until {s.get("connect_tail_s", 0):g} s after the last `init`
+  arrived, divided by the connections: handshake, origin check, routing, room load, presence,
+  `init` and the join notices it sets off.
+- **Reconnect storm** (`storm_text`, `storm_ops`; {storms} clients): rooms of
+  {s.get("storm_room_size")} holding a {s["text_doc_bytes"]} B document, {s.get("storm_writers")}
+  writers per room typing {s.get("storm_rate", 0):g} edits/s. After
+  {s.get("storm_warm_s", 0):g} s every connection is aborted at the same instant (no close
+  frame: a network blip or a proxy restart as the server sees it), and every client comes back
+  at once ({s.get("storm_concurrency")} handshakes in flight per generator worker, up to 5
+  attempts each): ops clients resume with `version` (the last version they saw) and `client`
+  (their stable id) and send what is not acked, the op in flight at the drop (same seq) and
+  what they typed while away; text clients type nothing while away and reconnect. Until the
+  last is back, what is typed waits (ops clients queue it), so no live typing falls in the
+  storm's window. Reported: the time from the drop until the last client has its `init`, and
+  the server's CPU from the drop until {s.get("storm_tail_s", 0):g} s after that, per client
+  (disconnects, handshakes, room loads, resumes, `init`, join notices, the ops sent on resume).
+  Then the queued edits go out, typing goes on for {s.get("storm_after_s", 0):g} s, and the
+  check that nothing was missed: every receiver has every edit of its room's other writers
+  (ops: all of them, live or in the resumed `init`; text: those sent more than
+  {s.get("storm_margin_s", 0):g} s before the drop and those sent after its own `init` came
+  back, since a text client gets the text in between whole in `init`), every edit is acked, no
+  `init` went back in time, everyone came back. The floor keeps no history: its ops clients
+  miss what was committed while they were away, which is what resuming is for.
 - **Targets** (issue 8), as ratios to the floor of the same run: fanout CPU per delivered
   message <= 1.8x; rooms fan-out p50 <= 1.5x and 0 missing; projected capacity >= 0.75x; RSS per
   idle connection <= 1.5x; idle CPU with 2,000 connections ~0
   (<= {report.IDLE_CPU_MAX_CORES} cores); join of 100 KB p50 <= 10 ms.
+- **Targets** (issue 18, text mode), as ratios to the floor of the same run, for `manage.py
+  serve`: `rooms_text` CPU per edit <= 1.8x and fan-out p50 <= 1.5x; `fanout_text` CPU per
+  delivered message <= 1.8x; `connect` CPU per connection <= 2x; below the prototype on each
+  of those rows; `capacity_text` at least the ratio ops mode's `capacity` reaches in the same
+  run. daphne (`runserver`): <= 2.5x on the same rows (capacity >= 1 / 2.5 = 0.4x). Every
+  server: nothing missed after a storm.
 """
 
 
 def results_section(results: dict[str, Any]) -> str:
     header, rows = report.comparison_rows(results)
     cheader, crows = report.check_rows(results)
+    theader, trows = report.text_rows(results)
+    text = ""
+    if trows:
+        text = f"""
+### Text mode, connection set-up, storms (issue 18)
+
+Ratios to the floor and to the prototype of the same run.
+
+{report.md_table(theader, trows)}
+
+{report.md_table(*report.text_check_rows(results))}
+"""
     caps = []
     for name, scen in results["targets"].items():
         cap = scen.get("capacity") or {}
@@ -134,7 +206,7 @@ better for times, CPU and memory; higher is better for rates).
 ### Targets
 
 {report.md_table(cheader, crows)}
-
+{text}
 ### Measurement health
 
 {report.md_table(*report.health_rows(results))}

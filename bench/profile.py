@@ -63,6 +63,8 @@ PLUMBING = (
     "<module>",
     "runpy.py",
     "rooms/management/commands/runserver.py",
+    "rooms/management/commands/serve.py",
+    "uvicorn/middleware/",
     # Twisted's dispatch wrappers around every reactor callback.
     "twisted/python/log.py",
     "twisted/python/context.py",

@@ -1,5 +1,6 @@
-"""Turning results into the comparison table (ours vs the floor, as ratios), the target checks
-(PASS/FAIL) and the markdown for docs/benchmarks.md."""
+"""Turning results into the comparison tables (ours vs the floor, and for text mode vs the
+prototype too, as ratios), the target checks (PASS/FAIL) and the markdown for
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -131,6 +132,192 @@ def checks(results: dict, target: str) -> list[dict[str, Any]]:
     return out
 
 
+# -- issue 18: text mode, connection set-up, reconnect storms ----------------------------------
+
+# (scenario key, metric key, label, unit); `{storm}` / `{big}` take the storms' client counts.
+TEXT_METRICS: list[tuple[str, str, str, str]] = [
+    ("rooms_text", "server_cpu_per_edit_us", "rooms text: server CPU / edit", "µs"),
+    ("rooms_text", "fanout_p50_ms", "rooms text: fan-out p50", "ms"),
+    ("rooms_text", "fanout_p99_ms", "rooms text: fan-out p99", "ms"),
+    ("rooms_text", "missing", "rooms text: missing deliveries", ""),
+    ("fanout_text", "server_cpu_per_delivery_us", "fanout text: CPU / delivered msg", "µs"),
+    ("fanout_text", "fanout_p50_ms", "fanout text: fan-out p50", "ms"),
+    ("fanout_text", "missing", "fanout text: missing deliveries", ""),
+    ("connect", "cpu_per_connect_ms", "connect: server CPU / connect", "ms"),
+    ("connect", "init_p50_ms", "connect: connect to init p50", "ms"),
+    ("connect", "last_init_s", "connect: last init after", "s"),
+    ("capacity_text", "projected_edits_s_per_core", "capacity text: projected at one core", "/s"),
+    ("capacity_text", "held_edits_s", "capacity text: highest rate held", "/s"),
+    ("capacity_text", "held_cpu_per_edit_us", "capacity text: CPU / edit there", "µs"),
+    ("capacity", "projected_edits_s_per_core", "capacity ops: projected at one core", "/s"),
+    *(
+        row
+        for key, label in (
+            ("storm_text", "storm text ({storm})"),
+            ("storm_ops", "storm ops ({storm})"),
+            ("storm_text_big", "storm text ({big})"),
+            ("storm_ops_big", "storm ops ({big})"),
+        )
+        for row in (
+            (key, "last_back_s", f"{label}: last back after", "s"),
+            (key, "cpu_per_connect_ms", f"{label}: server CPU / connect", "ms"),
+            (key, "missing", f"{label}: missed after resuming", ""),
+        )
+    ),
+]
+
+# The issue's limits, as ratios to the floor: `manage.py serve` (and the bare ASGI relay on
+# uvicorn, which reads "could any app on uvicorn meet this"), and daphne (`runserver`).
+SERVE_LIMITS = {"rooms_cpu": 1.8, "rooms_p50": 1.5, "fanout_cpu": 1.8, "connect_cpu": 2.0}
+RUNSERVER_LIMIT = 2.5
+
+
+STORM_KEYS = ("storm_text", "storm_ops", "storm_text_big", "storm_ops_big")
+
+
+def _text_label(label: str, results: dict) -> str:
+    settings = results.get("settings", {})
+    return label.format(
+        storm=f"{_fmt(settings.get('storm_clients'))} clients",
+        big=f"{_fmt(settings.get('storm_big_clients'))} clients",
+    )
+
+
+def text_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Issue 18's table: each figure with its ratio to the floor and to the prototype."""
+    ours = ours_names(results)
+    has_prototype = "prototype" in results.get("targets", {})
+    header = ["metric", "floor"]
+    if has_prototype:
+        header += ["prototype", "prototype/floor"]
+    for name in ours:
+        header += [name, f"{name}/floor"] + ([f"{name}/prototype"] if has_prototype else [])
+    rows = []
+    for scenario, metric, label, unit in TEXT_METRICS:
+        floor = get(results, "floor", scenario, metric)
+        proto = get(results, "prototype", scenario, metric)
+        values = [get(results, t, scenario, metric) for t in ours]
+        if all(v is None for v in [floor, proto, *values]):
+            continue
+        label = _text_label(label, results)
+        row = [f"{label} ({unit})" if unit else label, _fmt(floor)]
+        if has_prototype:
+            row += [_fmt(proto), "-" if not unit else _fmt(ratio(proto, floor))]
+        counts = not unit  # missed deliveries: a ratio of counts says nothing
+        for value in values:
+            row += [_fmt(value), "-" if counts else _fmt(ratio(value, floor))]
+            if has_prototype:
+                row.append("-" if counts else _fmt(ratio(value, proto)))
+        rows.append(row)
+    return header, rows
+
+
+def text_checks(results: dict, target: str) -> list[dict[str, Any]]:
+    """Issue 18's targets for one of our servers, each with its figures and PASS/FAIL: under
+    `serve`, ratios to the floor (rooms CPU / edit <= 1.8x, rooms fan-out p50 <= 1.5x, CPU per
+    delivered message <= 1.8x, CPU per connect <= 2x), below the prototype on each of those
+    rows, and capacity in text mode at least the ratio ops mode reaches in the same run; under
+    daphne (`runserver`), <= 2.5x on the same rows (capacity >= 1 / 2.5 = 0.4x). And for
+    every server: nothing missed after a reconnect storm."""
+    out: list[dict[str, Any]] = []
+    runserver = target == "daphne"
+
+    def add(name, value, base, base_name, limit, passed, counts=False) -> None:
+        out.append(
+            {
+                "target": name,
+                "ours": value,
+                "baseline": base,
+                "vs": base_name,
+                "ratio": None if counts else ratio(value, base),
+                "limit": limit,
+                "result": "n/a" if passed is None else ("PASS" if passed else "FAIL"),
+            }
+        )
+
+    rows = [
+        ("rooms text: server CPU / edit", "rooms_text", "server_cpu_per_edit_us", "rooms_cpu"),
+        ("rooms text: fan-out p50", "rooms_text", "fanout_p50_ms", "rooms_p50"),
+        (
+            "fanout text: CPU / delivered msg",
+            "fanout_text",
+            "server_cpu_per_delivery_us",
+            "fanout_cpu",
+        ),
+        ("connect: server CPU / connect", "connect", "cpu_per_connect_ms", "connect_cpu"),
+    ]
+    for name, scenario, metric, limit_key in rows:
+        value = get(results, target, scenario, metric)
+        floor = get(results, "floor", scenario, metric)
+        if value is None and floor is None:
+            continue
+        limit = RUNSERVER_LIMIT if runserver else SERVE_LIMITS[limit_key]
+        r = ratio(value, floor)
+        add(name, value, floor, "floor", f"<= {limit}x floor", None if r is None else r <= limit)
+    if not runserver and "prototype" in results.get("targets", {}):
+        for name, scenario, metric, _ in rows:
+            value = get(results, target, scenario, metric)
+            proto = get(results, "prototype", scenario, metric)
+            if value is None and proto is None:
+                continue
+            passed = None if value is None or proto is None else value < proto
+            add(name, value, proto, "prototype", "< prototype", passed)
+    value = get(results, target, "capacity_text", "projected_edits_s_per_core")
+    floor = get(results, "floor", "capacity_text", "projected_edits_s_per_core")
+    if value is not None or floor is not None:
+        r = ratio(value, floor)
+        if runserver:
+            want = round(1 / RUNSERVER_LIMIT, 2)
+            limit = f">= {want}x floor"
+        else:
+            want = ratio(
+                get(results, target, "capacity", "projected_edits_s_per_core"),
+                get(results, "floor", "capacity", "projected_edits_s_per_core"),
+            )
+            limit = f">= ops mode's {want}x" if want is not None else ">= ops mode's ratio"
+        passed = None if r is None or want is None else r >= want
+        add("capacity text: projected at one core", value, floor, "floor", limit, passed)
+    for key in STORM_KEYS:
+        storm = results.get("targets", {}).get(target, {}).get(key)
+        if not storm or "error" in storm:
+            continue
+        label = _text_label(
+            f"{key.replace('_big', '').replace('_', ' ')} "
+            + ("({big})" if key.endswith("_big") else "({storm})"),
+            results,
+        )
+        add(
+            f"{label}: nothing missed after resuming",
+            storm.get("missing"),
+            get(results, "floor", key, "missing"),
+            "floor",
+            "0 missed, unacked, stale",
+            bool(storm.get("ok")),
+            counts=True,
+        )
+    return out
+
+
+def text_check_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["server", "target", "ours", "vs", "baseline", "ratio", "limit", "result"]
+    rows = []
+    for name in ours_names(results):
+        for c in text_checks(results, name):
+            rows.append(
+                [
+                    name,
+                    c["target"],
+                    _fmt(c["ours"]),
+                    c["vs"],
+                    _fmt(c["baseline"]),
+                    _fmt(c["ratio"]),
+                    c["limit"],
+                    c["result"],
+                ]
+            )
+    return header, rows
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -145,8 +332,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+BASELINES = ("floor", "prototype")
+
+
 def ours_names(results: dict) -> list[str]:
-    return [name for name in results.get("targets", {}) if name != "floor"]
+    return [name for name in results.get("targets", {}) if name not in BASELINES]
 
 
 def comparison_rows(results: dict) -> tuple[list[str], list[list[str]]]:
@@ -193,6 +383,8 @@ def check_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name in ours_names(results):
         for c in checks(results, name):
+            if c["ours"] is None and c["floor"] is None:
+                continue  # not measured in this run
             rows.append(
                 [
                     name,

@@ -1,10 +1,15 @@
 """Run every benchmark against the floor and our server(s) in one go.
 
-    python -m bench            # full run (~20 min): floor, asgi-floor, daphne, uvicorn, profiles,
-                               # scale
-    python -m bench --quick    # ~2 min: floor and daphne, short windows, no profile, no scale
+    python -m bench            # full run: floor, asgi-floor, prototype, daphne, uvicorn,
+                               # profiles, scale
+    python -m bench --quick    # short windows: floor, prototype, daphne; no profile, no scale
+    python -m bench --quick --scenarios text --targets floor,prototype,uvicorn,daphne
+                               # issue 18's text-mode, connect and storm scenarios alone
     python -m bench --scenarios scale   # scale-out only (~6 min; needs Redis + PostgreSQL)
     python bench/run.py ...    # the same
+
+`--scenarios` takes scenario names (the keys of SCENARIOS, e.g. rooms_text, connect,
+storm_ops) and group names (GROUPS: rooms, fanout, storm, capacity, text).
 
 `scale` runs its own servers after the targets: `manage.py serve --workers N` for N in 1, 2, 4
 on Redis + a fresh PostgreSQL database each (BENCH_REDIS_URL, BENCH_POSTGRES_URL; default the
@@ -46,17 +51,90 @@ from bench.targets import (  # noqa: E402
     AsgiFloorTarget,
     DaphneTarget,
     FloorTarget,
+    PrototypeTarget,
     UvicornTarget,
+    fastapi_available,
     uvicorn_available,
 )
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
-# idle runs last: 2,000 connections closing leave the in-memory channel layer with stale
-# queues for its 60 s message expiry, which slows every later message (see docs/benchmarks.md).
-SCENARIOS = ["pingpong", "join", "rooms", "fanout", "capacity", "idle"]
+# Every measurement a target can run, in the order they run, each on a fresh server process:
+# key -> (the client mode it needs, the run). A target without that mode skips it (the
+# prototype speaks text mode only). idle runs last: 2,000 connections closing used to leave
+# the in-memory channel layer with stale queues (see docs/benchmarks.md).
+SCENARIOS: dict[str, tuple[str, Any]] = {
+    "pingpong": ("text", lambda t, pool, s: scenarios.scenario_pingpong(t, pool, s)),
+    "join": ("text", lambda t, pool, s: scenarios.scenario_join(t, pool, s)),
+    "rooms_text": ("text", lambda t, pool, s: scenarios.scenario_rooms(t, pool, s, "text")),
+    "rooms_ops": ("ops", lambda t, pool, s: scenarios.scenario_rooms(t, pool, s, "ops")),
+    "fanout_ops": ("ops", lambda t, pool, s: scenarios.scenario_fanout(t, pool, s, "ops")),
+    "fanout_text": ("text", lambda t, pool, s: scenarios.scenario_fanout(t, pool, s, "text")),
+    "connect": ("text", lambda t, pool, s: scenarios.scenario_connect(t, pool, s)),
+    "storm_text": (
+        "text",
+        lambda t, pool, s: scenarios.scenario_storm(t, pool, s, "text", s.storm_clients),
+    ),
+    "storm_ops": (
+        "ops",
+        lambda t, pool, s: scenarios.scenario_storm(t, pool, s, "ops", s.storm_clients),
+    ),
+    "storm_text_big": (
+        "text",
+        lambda t, pool, s: scenarios.scenario_storm(t, pool, s, "text", s.storm_big_clients),
+    ),
+    "storm_ops_big": (
+        "ops",
+        lambda t, pool, s: scenarios.scenario_storm(t, pool, s, "ops", s.storm_big_clients),
+    ),
+    "capacity": ("ops", lambda t, pool, s: scenarios.scenario_capacity(t, pool, s, log)),
+    "capacity_text": (
+        "text",
+        lambda t, pool, s: scenarios.scenario_capacity(t, pool, s, log, mode="text"),
+    ),
+    "idle": ("ops", lambda t, pool, s: scenarios.scenario_idle(t, pool, s)),
+}
+STORMS = ["storm_text", "storm_ops", "storm_text_big", "storm_ops_big"]
+GROUPS = {
+    "rooms": ["rooms_text", "rooms_ops"],
+    "fanout": ["fanout_ops", "fanout_text"],
+    "storm": STORMS,
+    "capacity": ["capacity", "capacity_text"],
+    # Issue 18: where the prototype's (text-mode) clients live, connection set-up, storms.
+    "text": ["rooms_text", "fanout_text", "connect", "capacity_text", *STORMS],
+}
 # Runs its own servers (`manage.py serve --workers N` on Redis + PostgreSQL, and the in-memory
 # default as the baseline) after the targets above: see scenarios.scenario_scale.
 SCALE = "scale"
+FULL_TARGETS = "floor,asgi-floor,prototype,daphne,uvicorn"
+QUICK_TARGETS = "floor,prototype,daphne"
+# py-spy runs, separate from the measured ones: key -> run(target, pool, s, hook, seconds).
+PROFILES: dict[str, Any] = {
+    "rooms_text": lambda t, pool, s, hook, d: scenarios.scenario_rooms(
+        t, pool, s, "text", on_window=hook, duration_s=d, drain_s=5
+    ),
+    "rooms_ops": lambda t, pool, s, hook, d: scenarios.scenario_rooms(
+        t, pool, s, "ops", on_window=hook, duration_s=d, drain_s=5
+    ),
+    "fanout_text": lambda t, pool, s, hook, d: scenarios.scenario_fanout(
+        t, pool, s, "text", on_window=hook, duration_s=d, drain_s=5
+    ),
+    "fanout_ops": lambda t, pool, s, hook, d: scenarios.scenario_fanout(
+        t, pool, s, "ops", on_window=hook, duration_s=d, drain_s=5
+    ),
+    "connect": lambda t, pool, s, hook, d: scenarios.scenario_connect(
+        t, pool, s, on_window=hook, duration_s=d
+    ),
+}
+
+
+def scenario_keys(names: list[str], s: scenarios.Settings) -> list[str]:
+    """Scenario and group names -> the scenario keys to run, in SCENARIOS' order."""
+    keys = {key for name in names for key in GROUPS.get(name, [name])}
+    return [
+        key
+        for key in SCENARIOS
+        if key in keys and (s.storm_big_clients or not key.endswith("_big"))
+    ]
 
 
 def log(*args: Any) -> None:
@@ -146,7 +224,12 @@ def emit(target: str, scenario: str, result: dict[str, Any]) -> None:
 
 
 def run_target(
-    target, pool: WorkerPool, s: scenarios.Settings, wanted: list[str], profile: bool, out_dir: Path
+    target,
+    pool: WorkerPool,
+    s: scenarios.Settings,
+    keys: list[str],
+    profile_keys: list[str],
+    out_dir: Path,
 ) -> tuple[dict, dict]:
     results: dict[str, Any] = {}
     profiles: dict[str, Any] = {}
@@ -155,42 +238,25 @@ def run_target(
     target.start()
     log(f"  pid {target.pid}, {target.ws_base}, quiet after {target.settle():.1f} s")
     try:
-        plan: list[tuple[str, Any]] = []
-        for name in [x for x in SCENARIOS if x in wanted]:
-            if name == "rooms":
-                plan += [("rooms_text", lambda: scenarios.scenario_rooms(target, pool, s, "text"))]
-                plan += [("rooms_ops", lambda: scenarios.scenario_rooms(target, pool, s, "ops"))]
-            elif name == "fanout":
-                for mode in s.fanout_modes:
-                    plan.append(
-                        (
-                            f"fanout_{mode}",
-                            lambda mode=mode: scenarios.scenario_fanout(target, pool, s, mode),
-                        )
-                    )
-            elif name == "pingpong":
-                plan.append(("pingpong", lambda: scenarios.scenario_pingpong(target, pool, s)))
-            elif name == "idle":
-                plan.append(("idle", lambda: scenarios.scenario_idle(target, pool, s)))
-            elif name == "join":
-                plan.append(("join", lambda: scenarios.scenario_join(target, pool, s)))
-            elif name == "capacity":
-                plan.append(("capacity", lambda: scenarios.scenario_capacity(target, pool, s, log)))
-        for index, (key, func) in enumerate(plan):
+        plan = [key for key in keys if SCENARIOS[key][0] in target.modes]
+        skipped = [key for key in keys if key not in plan]
+        if skipped:
+            log(f"  skipped (needs a mode {target.name} lacks): {', '.join(skipped)}")
+        for index, key in enumerate(plan):
             t = time.monotonic()
             if index:
                 target.restart()  # every scenario on a fresh server process
             log(f"  -- {key} (pid {target.pid})")
             try:
-                results[key] = func()
+                results[key] = SCENARIOS[key][1](target, pool, s)
             except Exception:
                 results[key] = {"error": traceback.format_exc()}
                 log(results[key]["error"])
             results[key]["elapsed_s"] = round(time.monotonic() - t, 1)
             results[key]["server_settle_s"] = target.settle_s
             emit(target.name, key, results[key])
-        if profile:
-            profiles = run_profiles(target, pool, s, out_dir)
+        if profile_keys:
+            profiles = run_profiles(target, pool, s, profile_keys, out_dir)
     finally:
         target.stop()
         if hasattr(target, "close"):
@@ -199,21 +265,13 @@ def run_target(
     return results, profiles
 
 
-def run_profiles(target, pool: WorkerPool, s: scenarios.Settings, out_dir: Path) -> dict[str, Any]:
-    """py-spy on the server during fanout (ops) and rooms (ops, text); separate runs, so the
+def run_profiles(
+    target, pool: WorkerPool, s: scenarios.Settings, keys: list[str], out_dir: Path
+) -> dict[str, Any]:
+    """py-spy on the server during the given scenarios (PROFILES); separate runs, so the
     sampler's overhead never touches the figures in the table."""
     out: dict[str, Any] = {}
-    runs = [
-        (
-            "fanout_ops",
-            lambda hook, d: scenarios.scenario_fanout(
-                target, pool, s, "ops", on_window=hook, duration_s=d, drain_s=5
-            ),
-        ),
-        ("rooms_ops", lambda hook, d: _rooms_profiled(target, pool, s, "ops", hook, d)),
-        ("rooms_text", lambda hook, d: _rooms_profiled(target, pool, s, "text", hook, d)),
-    ]
-    for key, func in runs:
+    for key in keys:
         target.restart()
         log(f"  -- profile {key} ({s.profile_s:.0f} s of py-spy, pid {target.pid})")
         recorder: dict[str, Recorder] = {}
@@ -223,7 +281,7 @@ def run_profiles(target, pool: WorkerPool, s: scenarios.Settings, out_dir: Path)
             recorder["r"] = Recorder(target.pid, raw, s.profile_s)
 
         try:
-            func(hook, s.profile_s + 2)
+            PROFILES[key](target, pool, s, hook, s.profile_s + 2)
             summary = (
                 recorder["r"].finish() if "r" in recorder else {"error": "py-spy never started"}
             )
@@ -234,25 +292,6 @@ def run_profiles(target, pool: WorkerPool, s: scenarios.Settings, out_dir: Path)
     return out
 
 
-def _rooms_profiled(target, pool, s, mode, hook, duration_s):
-    rooms = scenarios.create_rooms(target, s.rooms)
-    return scenarios.run_load(
-        target,
-        pool,
-        s,
-        rooms=rooms,
-        users_per_room=2,
-        writers_per_room=2,
-        rate=s.rooms_rate,
-        mode=mode,
-        warm_s=1.0,
-        duration_s=duration_s,
-        doc=scenarios.code_text(s.text_doc_bytes) if mode == "text" else "",
-        on_window=hook,
-        drain_s=5,  # the profile is the result: an overloaded server's backlog is not waited out
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Benchmarks: our server vs a bare-websockets floor."
@@ -260,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="~2 minute run: short windows, floor + daphne, no profile",
+        help="short windows, floor + prototype + daphne, no profile, no scale",
     )
     parser.add_argument(
         "--workers", type=int, default=2, help="load-generator processes (default 2)"
@@ -268,13 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets",
         default=None,
-        help="comma list of floor,asgi-floor,daphne,uvicorn (default: all; --quick: floor,daphne)",
+        help=f"comma list of {FULL_TARGETS} (default: all; --quick: {QUICK_TARGETS})",
     )
     parser.add_argument(
         "--scenarios",
         default=None,
-        help=f"comma list of {','.join([*SCENARIOS, SCALE])} "
-        f"(default: all; --quick: all but {SCALE})",
+        help=f"comma list of scenarios ({','.join([*SCENARIOS, SCALE])}) and groups "
+        f"({','.join(GROUPS)}) (default: all; --quick: all but {SCALE})",
     )
     parser.add_argument(
         "--profile",
@@ -286,8 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument(
         "--profile-targets",
-        default="daphne",
-        help="which of our servers to profile (default daphne)",
+        default="uvicorn,daphne",
+        help="which servers to profile (default uvicorn,daphne)",
+    )
+    parser.add_argument(
+        "--profile-scenarios",
+        default="rooms_text,fanout_text,connect",
+        help=f"which runs to profile, of {','.join(PROFILES)} "
+        "(default rooms_text,fanout_text,connect)",
     )
     parser.add_argument(
         "--no-uvloop", action="store_true", help="generator workers on the stock asyncio loop"
@@ -307,25 +352,35 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     fd_limit = raise_fd_limit()
     s = scenarios.Settings.for_mode(args.quick, args.workers)
-    full = "floor,asgi-floor,daphne,uvicorn"
-    names = (args.targets or ("floor,daphne" if args.quick else full)).split(",")
+    names = (args.targets or (QUICK_TARGETS if args.quick else FULL_TARGETS)).split(",")
+    unknown = set(names) - set(FULL_TARGETS.split(","))
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}")
     for name in ("uvicorn", "asgi-floor"):
         if name in names and not uvicorn_available():
             log(f"uvicorn is not installed: skipping {name} (pip install 'uvicorn[standard]')")
             names.remove(name)
+    if "prototype" in names and not fastapi_available():
+        log("FastAPI is not installed: skipping prototype (pip install -r bench/requirements.txt)")
+        names.remove("prototype")
     if "floor" not in names:
         names.insert(0, "floor")  # every figure is a ratio to the floor of the same run
     if args.scenarios is None:
-        args.scenarios = ",".join(SCENARIOS if args.quick else [*SCENARIOS, SCALE])
+        args.scenarios = ",".join([*SCENARIOS] if args.quick else [*SCENARIOS, SCALE])
     wanted = [x for x in args.scenarios.split(",") if x]
-    unknown = set(wanted) - {*SCENARIOS, SCALE}
+    unknown = set(wanted) - {*SCENARIOS, *GROUPS, SCALE}
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}")
+    keys = scenario_keys(wanted, s)
     profile = (not args.quick) if args.profile is None else args.profile
     if profile and not py_spy_available():
         log("py-spy is not installed: no profile (pip install py-spy)")
         profile = False
     profile_targets = set(args.profile_targets.split(","))
+    profile_keys = [x for x in args.profile_scenarios.split(",") if x]
+    unknown = set(profile_keys) - set(PROFILES)
+    if unknown:
+        parser.error(f"unknown profile scenarios {sorted(unknown)}")
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -345,11 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {},
         "profiles": {},
     }
-    per_target = [x for x in wanted if x in SCENARIOS]
-    if not per_target:
+    if not keys:
         names = []  # only `scale`: it starts its own servers
     log(
-        f"bench {results['mode']}: targets {names}, scenarios {wanted}, "
+        f"bench {results['mode']}: targets {names}, scenarios {keys}"
+        f"{' + scale' if SCALE in wanted else ''}, "
         f"{args.workers} generator workers, {results['machine']['cores']} cores, "
         f"fd limit {fd_limit[0]}"
     )
@@ -365,9 +420,14 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "asgi-floor":
                 target = AsgiFloorTarget()
             else:
-                parser.error(f"unknown target {name}")
+                target = PrototypeTarget()
             res, prof = run_target(
-                target, pool, s, wanted, profile and name in profile_targets, run_dir
+                target,
+                pool,
+                s,
+                keys,
+                profile_keys if profile and name in profile_targets else [],
+                run_dir,
             )
             results["targets"][name] = res
             results.setdefault("commands", {})[name] = getattr(target, "command", "") or {
@@ -390,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(data_root, ignore_errors=True)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["checks"] = {name: report.checks(results, name) for name in report.ours_names(results)}
+    results["text_checks"] = {
+        name: report.text_checks(results, name) for name in report.ours_names(results)
+    }
 
     path = RESULTS_DIR / f"bench-{stamp}.json"
     path.write_text(json.dumps(results, indent=2, default=str))
@@ -397,11 +460,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if results["targets"]:
         header, rows = report.comparison_rows(results)
-        log("\n=== Results (ratios are ours / floor, same run) ===")
-        log(report.text_table(header, rows))
+        if rows:
+            log("\n=== Results (ratios are ours / floor, same run) ===")
+            log(report.text_table(header, rows))
         header, rows = report.check_rows(results)
-        log("\n=== Targets ===")
-        log(report.text_table(header, rows, left=2))
+        if any(row[-1] != "n/a" for row in rows):
+            log("\n=== Targets (issue 8) ===")
+            log(report.text_table(header, rows, left=2))
+        header, rows = report.text_rows(results)
+        if rows:
+            log("\n=== Text mode, connect, storm (issue 18): ratios to floor and prototype ===")
+            log(report.text_table(header, rows))
+            header, rows = report.text_check_rows(results)
+            log("\n=== Targets (issue 18) ===")
+            log(report.text_table(header, rows, left=2))
     if results.get("scale", {}).get("configs"):
         header, rows = report.scale_rows(results)
         log("\n=== Scale-out: fixed load (ops mode; CPU in cores of this machine) ===")
@@ -417,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     log(report.text_table(header, rows, left=4))
     log(f"\nresults: {path.relative_to(PROJECT_ROOT)}  ({results['elapsed_s']:.0f} s)")
 
-    if not args.no_plot and "capacity" in wanted:
+    if not args.no_plot and "capacity" in keys:
         try:
             from bench import plot
 

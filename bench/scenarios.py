@@ -37,7 +37,30 @@ class Settings:
     fanout_users: int = 50
     fanout_rate: float = 20.0
     fanout_s: float = 10.0
-    fanout_modes: tuple[str, ...] = ("ops", "text")
+    # Text mode (issue 18): the prototype's clients. rooms_text, fanout_text and capacity_text
+    # use these documents; rooms_text and capacity_text these rooms (x 2 users).
+    text_doc_bytes: int = 1024
+    text_rooms: int = 20
+    fanout_text_users: int = 20
+    # connect: connections opened open-loop at a fixed rate into rooms of `connect_room_size`
+    # (each holding a text_doc_bytes document, loaded from the database by its first user).
+    connect_count: int = 300
+    connect_rate: float = 1000.0
+    connect_room_size: int = 2
+    connect_tail_s: float = 0.3  # after the last init: the join notices it sets off
+    # storm: clients in rooms of `storm_room_size`, `storm_writers` of each room typing at
+    # `storm_rate` edits/s throughout; all dropped at once after `storm_warm_s`, all come back;
+    # typing goes on `storm_after_s` after the last is back (see scenario_storm).
+    storm_clients: int = 500
+    storm_big_clients: int = 2000  # a second, bigger storm (0: none)
+    storm_room_size: int = 10
+    storm_writers: int = 2
+    storm_rate: float = 1.0
+    storm_warm_s: float = 3.0
+    storm_after_s: float = 3.0
+    storm_margin_s: float = 0.5  # text edits sent this close to the drop are not owed to others
+    storm_concurrency: int = 24  # handshakes in flight per generator worker while coming back
+    storm_tail_s: float = 0.3
     idle_conns: int = 2000
     idle_room_size: int = 10
     idle_s: float = 8.0
@@ -51,7 +74,6 @@ class Settings:
     cap_p99_ms: float = 50.0
     joins: int = 200
     join_bytes: int = 100 * 1024
-    text_doc_bytes: int = 2048
     drain_s: float = (
         45.0  # a late delivery is not a missing one: wait up to this (quiet 1 s ends it)
     )
@@ -85,7 +107,6 @@ class Settings:
             rooms_warm_s=1.0,
             rooms_s=3.0,
             fanout_s=4.0,
-            fanout_modes=("ops",),
             idle_s=3.0,
             cap_start=125.0,
             cap_factor=4.0,
@@ -95,6 +116,9 @@ class Settings:
             joins=30,
             drain_s=20.0,
             profile_s=6.0,
+            storm_big_clients=0,
+            storm_warm_s=2.0,
+            storm_after_s=2.0,
             scale_workers=(1, 2),
             scale_s=2.0,
             scale_steps=3,
@@ -179,7 +203,10 @@ def run_load(
     port: server pid}: the result then says how the clients spread over server processes.
     `services` (optional) maps a name to an object with `.cpu()` ({pid: CPU seconds}, e.g. the
     PostgreSQL backends and Redis): their CPU over the window is reported as `<name>_cores`.
-    `poisson`: writers send after exponential gaps (same mean rate) instead of a fixed period."""
+    `poisson`: writers send after exponential gaps (same mean rate) instead of a fixed period.
+
+    A target that never acks (the prototype) has its edits counted as done when they reach
+    the room's other members: CPU per edit divides by deliveries / (users per room - 1)."""
     specs = []
     gid = 0
     for room in rooms:
@@ -191,6 +218,7 @@ def run_load(
                     "mode": mode,
                     "rate": rate if user < writers_per_room else 0,
                     "poisson": poisson,
+                    "acks": target.acks,
                 }
             )
             gid += 1
@@ -262,6 +290,9 @@ def run_load(
     # than what was sent, and CPU per edit must divide by what was done.
     acked_window = sum(c["acks_rx_window"] for c in clients)
     delivered_window = sum(c["deliveries_rx_window"] for c in clients)
+    done_window = (
+        acked_window if target.acks else round(delivered_window / max(1, users_per_room - 1))
+    )
     errors: dict[str, int] = {}
     for c in clients:
         for code, count in c["errors"].items():
@@ -279,8 +310,9 @@ def run_load(
         "edits_sent": sum(c["sent"] for c in clients),
         "edits_in_window": sent_window,
         "acks_in_window": acked_window,
+        "edits_done_in_window": done_window,
         "deliveries_in_window": delivered_window,
-        "committed_edits_s": round(acked_window / window_s, 1),
+        "committed_edits_s": round(done_window / window_s, 1),
         "fanout_p50_ms": pct(fan, 0.50),
         "fanout_p90_ms": pct(fan, 0.90),
         "fanout_p99_ms": pct(fan, 0.99),
@@ -290,14 +322,13 @@ def run_load(
         "ack_p99_ms": pct(ack, 0.99),
         "missing": missing,
         "duplicates": sum(c["dups"] for c in clients),
-        "unacked": sum(c["sent"] - c["acked"] for c in clients),
+        "acks": target.acks,
+        "unacked": sum(c["sent"] - c["acked"] for c in clients) if target.acks else None,
         "errors": errors,
         "late_sends": sum(c["late"] for c in clients),
         "server_cpu_s": round(server_cpu, 3),
         "server_cores": round(server_cpu / window_s, 3),
-        "server_cpu_per_edit_us": round(server_cpu / acked_window * 1e6, 1)
-        if acked_window
-        else None,
+        "server_cpu_per_edit_us": round(server_cpu / done_window * 1e6, 1) if done_window else None,
         "server_cpu_per_delivery_us": (
             round(server_cpu / delivered_window * 1e6, 1) if delivered_window else None
         ),
@@ -313,7 +344,7 @@ def run_load(
         "drain_s": round(max(r["drained_s"] for r in results), 1),
         "drain_capped": any(r["drain_capped"] for r in results),
     }
-    out["ok"] = out["missing"] == 0 and out["unacked"] == 0 and not errors
+    out["ok"] = out["missing"] == 0 and not out["unacked"] and not errors
     if services:
         for name in services:
             used = tree.cpu_delta(samples[name + "0"], samples[name + "1"])
@@ -373,8 +404,25 @@ def scenario_pingpong(target: Target, pool: WorkerPool, s: Settings) -> dict[str
     return {"pings": len(rtt), "rtt_p50_ms": pct(rtt, 0.5), "rtt_p99_ms": pct(rtt, 0.99)}
 
 
-def scenario_rooms(target: Target, pool: WorkerPool, s: Settings, mode: str) -> dict[str, Any]:
-    rooms = create_rooms(target, s.rooms)
+def text_doc(s: Settings, mode: str) -> str:
+    """The document a scenario's rooms start with and every text-mode edit sends (after its
+    mark line): empty in ops mode, where edits are small inserts."""
+    return code_text(s.text_doc_bytes) if mode == "text" else ""
+
+
+def scenario_rooms(
+    target: Target,
+    pool: WorkerPool,
+    s: Settings,
+    mode: str,
+    on_window=None,
+    duration_s: float | None = None,
+    drain_s: float | None = None,
+) -> dict[str, Any]:
+    """Many rooms of 2 users, both writing: ops mode in `s.rooms` rooms, text mode (issue 18's
+    shape) in `s.text_rooms` rooms holding a `s.text_doc_bytes` document."""
+    doc = text_doc(s, mode)
+    rooms = create_rooms(target, s.text_rooms if mode == "text" else s.rooms, doc)
     return run_load(
         target,
         pool,
@@ -385,8 +433,10 @@ def scenario_rooms(target: Target, pool: WorkerPool, s: Settings, mode: str) -> 
         rate=s.rooms_rate,
         mode=mode,
         warm_s=s.rooms_warm_s,
-        duration_s=s.rooms_s,
-        doc=code_text(s.text_doc_bytes) if mode == "text" else "",
+        duration_s=duration_s or s.rooms_s,
+        doc=doc,
+        on_window=on_window,
+        drain_s=drain_s,
     )
 
 
@@ -399,19 +449,22 @@ def scenario_fanout(
     duration_s=None,
     drain_s=None,
 ) -> dict[str, Any]:
-    rooms = create_rooms(target, 1)
+    """One room, one writer, everyone else receiving: `s.fanout_users` in ops mode,
+    `s.fanout_text_users` in text mode."""
+    doc = text_doc(s, mode)
+    rooms = create_rooms(target, 1, doc)
     return run_load(
         target,
         pool,
         s,
         rooms=rooms,
-        users_per_room=s.fanout_users,
+        users_per_room=s.fanout_text_users if mode == "text" else s.fanout_users,
         writers_per_room=1,
         rate=s.fanout_rate,
         mode=mode,
         warm_s=s.rooms_warm_s,
         duration_s=duration_s or s.fanout_s,
-        doc=code_text(s.text_doc_bytes) if mode == "text" else "",
+        doc=doc,
         on_window=on_window,
         drain_s=drain_s,
     )
@@ -464,11 +517,16 @@ def scenario_idle(target: Target, pool: WorkerPool, s: Settings) -> dict[str, An
     }
 
 
-def scenario_capacity(target: Target, pool: WorkerPool, s: Settings, log=print) -> dict[str, Any]:
-    """Raise the total edit rate (ops mode, 50 rooms x 2 users) until p99 fan-out > limit or a
-    delivery goes missing, then bisect between the last rate held and the first failed; report
-    the highest rate held and its CPU per edit."""
-    users = s.rooms * 2
+def scenario_capacity(
+    target: Target, pool: WorkerPool, s: Settings, log=print, mode: str = "ops"
+) -> dict[str, Any]:
+    """Raise the total edit rate (ops mode: `s.rooms` rooms x 2 users; text mode:
+    `s.text_rooms` rooms x 2 users, `s.text_doc_bytes` documents) until p99 fan-out > limit or
+    a delivery goes missing, then bisect between the last rate held and the first failed;
+    report the highest rate held and its CPU per edit."""
+    room_count = s.text_rooms if mode == "text" else s.rooms
+    users = room_count * 2
+    doc = text_doc(s, mode)
 
     first = [True]
 
@@ -476,7 +534,7 @@ def scenario_capacity(target: Target, pool: WorkerPool, s: Settings, log=print) 
         if not first[0]:
             target.restart()  # each step on a fresh process: no stale state from the last one
         first[0] = False
-        rooms = create_rooms(target, s.rooms)
+        rooms = create_rooms(target, room_count, doc)
         step = run_load(
             target,
             pool,
@@ -485,9 +543,10 @@ def scenario_capacity(target: Target, pool: WorkerPool, s: Settings, log=print) 
             users_per_room=2,
             writers_per_room=2,
             rate=rate / users,
-            mode="ops",
+            mode=mode,
             warm_s=s.cap_warm_s,
             duration_s=s.cap_s,
+            doc=doc,
         )
         reasons = []
         if step["fanout_p99_ms"] is None or step["fanout_p99_ms"] > s.cap_p99_ms:
@@ -504,7 +563,7 @@ def scenario_capacity(target: Target, pool: WorkerPool, s: Settings, log=print) 
             "machine_busy"
         ] > 0.95
         log(
-            f"    capacity {target.name}: {rate:7.0f} edits/s  p50 {step['fanout_p50_ms']} "
+            f"    capacity {mode} {target.name}: {rate:7.0f} edits/s  p50 {step['fanout_p50_ms']} "
             f"p99 {step['fanout_p99_ms']} ms  server {step['server_cores']} cores  "
             f"gen {step['generator_cores']}  other {step['other_cores']}  "
             + ("held" if step["held"] else "FAILED: " + "; ".join(reasons))
@@ -544,7 +603,12 @@ def scenario_capacity(target: Target, pool: WorkerPool, s: Settings, log=print) 
         )
     else:
         stop_reason = f"held every step up to {steps[-1]['offered_edits_s']:.0f} edits/s (the cap)"
-    out: dict[str, Any] = {"steps": steps, "stop_reason": stop_reason, "p99_limit_ms": s.cap_p99_ms}
+    out: dict[str, Any] = {
+        "mode": mode,
+        "steps": steps,
+        "stop_reason": stop_reason,
+        "p99_limit_ms": s.cap_p99_ms,
+    }
     if held is not None:
         out.update(
             {
@@ -602,6 +666,257 @@ def scenario_join(target: Target, pool: WorkerPool, s: Settings) -> dict[str, An
         out[f"{label}_p99_ms"] = pct(times, 0.99)
         out[f"{label}_code_sizes"] = result["code_sizes"]
     out["ok"] = out["warm_code_sizes"] == [len(code)] and out["cold_code_sizes"] == [len(code)]
+    return out
+
+
+def _sleep_until(at_ns: int) -> None:
+    delay = (at_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
+def scenario_connect(
+    target: Target, pool: WorkerPool, s: Settings, on_window=None, duration_s: float | None = None
+) -> dict[str, Any]:
+    """`s.connect_count` connections opened open-loop at `s.connect_rate`/s (connection i at
+    t0 + i / rate, whether or not earlier ones are done), each with the Origin a browser on
+    the server's page sends, into rooms of `s.connect_room_size` that hold a text document
+    and are not live yet (connection i goes to room i % rooms, so the first of each room loads
+    it). Server CPU from t0 until `s.connect_tail_s` after the last init, per connection: the
+    handshake, origin check, routing, room load, presence, init and the join notices.
+
+    With `on_window` (a profile): rounds of the same connections, each closed once all have
+    their init, repeat for `duration_s`; `on_window` is called as they start."""
+    room_count = max(1, s.connect_count // s.connect_room_size)
+    rooms = create_rooms(target, room_count, code_text(s.text_doc_bytes))
+    specs = [
+        {"index": i, "room": rooms[i % room_count], "mode": "text"} for i in range(s.connect_count)
+    ]
+    jobs = [
+        {
+            "kind": "connect",
+            "ws_base": target.ws_base,
+            "rate": s.connect_rate,
+            "clients": [spec for spec in specs if spec["index"] % pool.count == w],
+        }
+        for w in range(pool.count)
+    ]
+    active = [w for w, job in enumerate(jobs) if job["clients"]]
+    tree = target.tree()
+    figures: dict[str, Any] = {}
+    profiling = on_window is not None
+
+    def on_ready(infos):
+        t0 = time.monotonic_ns() + 200_000_000
+        figures["t0"] = t0
+        go = {"t0": t0}
+        if profiling:
+            go["until_ns"] = t0 + int((duration_s or s.profile_s) * 1e9)
+
+        def after():
+            _sleep_until(t0 - 2_000_000)
+            if profiling:
+                on_window(duration_s or s.profile_s)
+                return
+            figures["cpu0"], figures["sys0"], figures["at0"] = (
+                tree.cpu(),
+                system_busy(),
+                time.monotonic_ns(),
+            )
+            reports = pool.phase_reports(active, timeout=300)
+            last = max(r["last_init_ns"] for r in reports.values())
+            _sleep_until(last + int(s.connect_tail_s * 1e9))
+            figures["cpu1"], figures["sys1"], figures["at1"] = (
+                tree.cpu(),
+                system_busy(),
+                time.monotonic_ns(),
+            )
+            pool.send(active, ("go", {}))
+
+        return go, after
+
+    results = [r for r in pool.run(jobs, on_ready, timeout=600) if r is not None]
+    opened = sum(r["opened"] for r in results)
+    errors: Counter[str] = Counter()
+    for r in results:
+        errors.update(r["errors"])
+    init_ns = [x for r in results for x in r["init_ns"]]
+    out: dict[str, Any] = {
+        "connections": s.connect_count,
+        "rooms": room_count,
+        "offered_per_s": s.connect_rate,
+        "opened": opened,
+        "failed": s.connect_count - opened if not profiling else None,
+        "errors": dict(errors),
+        "init_p50_ms": pct(init_ns, 0.5),
+        "init_p99_ms": pct(init_ns, 0.99),
+    }
+    if profiling:
+        out["rounds"] = sum(r["rounds"] for r in results)
+        return out
+    window_s = (figures["at1"] - figures["at0"]) / 1e9
+    cpu = tree.cpu_delta(figures["cpu0"], figures["cpu1"])
+    last_init = max(r["last_init_ns"] for r in results)
+    busy = (figures["sys1"][0] - figures["sys0"][0]) / max(
+        1e-9, figures["sys1"][1] - figures["sys0"][1]
+    )
+    out.update(
+        {
+            "last_init_s": round((last_init - figures["t0"]) / 1e9, 3),
+            "connects_per_s": round(opened / max(1e-9, (last_init - figures["t0"]) / 1e9), 1),
+            "window_s": round(window_s, 3),
+            "server_cpu_s": round(cpu, 4),
+            "cpu_per_connect_ms": round(cpu / opened * 1e3, 3) if opened else None,
+            # Everything but the server, the load generator included (not measured apart here).
+            "machine_other_cores": round(
+                max(0.0, busy * (psutil.cpu_count() or 1) - cpu / max(1e-9, window_s)), 3
+            ),
+            "ok": opened == s.connect_count and not errors,
+        }
+    )
+    return out
+
+
+def scenario_storm(
+    target: Target, pool: WorkerPool, s: Settings, mode: str, clients: int
+) -> dict[str, Any]:
+    """A reconnect storm: `clients` users in rooms of `s.storm_room_size` (each room holds a
+    text document), `s.storm_writers` of each room typing `s.storm_rate` edits/s, in `mode`.
+    At t_drop every connection is aborted at once and every client comes back: ops clients
+    resume (`version` + `client`) and send what is not acked (the op in flight, what was typed
+    while away); text clients type nothing while away and reconnect. Typing then waits (ops
+    clients queue it) until everyone is back, so the storm's window holds no live typing.
+
+    Measured: the time from the drop until the last client has its init, and the server's CPU
+    from the drop until `s.storm_tail_s` after that, per client: disconnects, handshakes, room
+    loads, resumes, inits, join notices, the ops sent on resume. Then what was typed meanwhile
+    goes out, `s.storm_after_s` more of typing, and the check that nothing was missed: every
+    receiver has every edit of its room's other writers (ops: all of them, live or in the
+    resumed init; text: those sent before `s.storm_margin_s` ahead of the drop, and those sent
+    after its own init came back: the text in between it gets whole in init), every edit is
+    acked, no init went back in time, and everyone came back."""
+    import secrets
+
+    room_count = max(1, clients // s.storm_room_size)
+    doc = code_text(s.text_doc_bytes)
+    rooms = create_rooms(target, room_count, doc)
+    token = secrets.token_hex(4)
+    specs = [
+        {
+            "gid": gid,
+            "room": rooms[gid % room_count],
+            "mode": mode,
+            "rate": s.storm_rate if gid // room_count < s.storm_writers else 0,
+            "acks": target.acks,
+            "client_id": f"storm-{token}-{gid}",
+        }
+        for gid in range(clients)
+    ]
+    buckets = _split(specs, pool.count)
+    jobs = [
+        {
+            "kind": "storm",
+            "ws_base": target.ws_base,
+            "clients": bucket,
+            "doc": doc if mode == "text" else "",
+            "concurrency": s.storm_concurrency,
+            "drain_s": s.drain_s,
+            "quiet_s": 1.0,
+            "seed": index,
+        }
+        if bucket
+        else None
+        for index, bucket in enumerate(buckets)
+    ]
+    active = [w for w, job in enumerate(jobs) if job is not None]
+    tree = target.tree()
+    figures: dict[str, Any] = {}
+
+    def sample(key: str) -> None:
+        figures["cpu" + key], figures["sys" + key], figures["at" + key] = (
+            tree.cpu(),
+            system_busy(),
+            time.monotonic_ns(),
+        )
+
+    def on_ready(infos):
+        t0 = time.monotonic_ns() + 200_000_000
+        t_drop = t0 + int(s.storm_warm_s * 1e9)
+        figures["t_drop"] = t_drop
+
+        def after():
+            _sleep_until(t_drop)
+            sample("0")
+            reports = pool.phase_reports(active, timeout=300 + clients * 0.1)
+            figures["back"] = sum(r["back"] for r in reports.values())
+            figures["last_back_ns"] = max(r["last_back_ns"] for r in reports.values())
+            _sleep_until(figures["last_back_ns"] + int(s.storm_tail_s * 1e9))
+            sample("1")
+            pool.send(active, ("go", {"t_end": time.monotonic_ns() + int(s.storm_after_s * 1e9)}))
+
+        return {"t0": t0, "t_drop": t_drop}, after
+
+    results = [r for r in pool.run(jobs, on_ready, timeout=600 + clients * 0.1) if r is not None]
+    members = [c for r in results for c in r["clients"]]
+    t_drop = figures["t_drop"]
+    cut = t_drop - int(s.storm_margin_s * 1e9)
+    by_room: dict[str, list[dict]] = {}
+    for c in members:
+        by_room.setdefault(c["room"], []).append(c)
+    missing = 0
+    for room_members in by_room.values():
+        for receiver in room_members:
+            for sender in room_members:
+                if sender is receiver or not sender["sent"]:
+                    continue
+                got = set(receiver["received"].get(sender["gid"], ()))
+                back = receiver["back_ns"] or float("inf")
+                for n, at in enumerate(sender["sent_at"], start=1):
+                    owed = mode == "ops" or at < cut or at > back
+                    if owed and n not in got:
+                        missing += 1
+    errors: Counter[str] = Counter()
+    for c in members:
+        errors.update(c["errors"])
+    back_ns = sorted(c["back_ns"] - t_drop for c in members if c["back_ns"])
+    window_s = (figures["at1"] - figures["at0"]) / 1e9
+    cpu = tree.cpu_delta(figures["cpu0"], figures["cpu1"])
+    back = figures["back"]
+    busy = (figures["sys1"][0] - figures["sys0"][0]) / max(
+        1e-9, figures["sys1"][1] - figures["sys0"][1]
+    )
+    unacked = sum(c["unacked"] for c in members) if target.acks else None
+    regressions = sum(c["regressions"] for c in members)
+    last_back_s = (figures["last_back_ns"] - t_drop) / 1e9
+    out = {
+        "mode": mode,
+        "clients": clients,
+        "rooms": room_count,
+        "writers": sum(1 for spec in specs if spec["rate"]),
+        "back": back,
+        "not_back": clients - back,
+        "last_back_s": round(last_back_s, 3),
+        "back_p50_s": round(back_ns[len(back_ns) // 2] / 1e9, 3) if back_ns else None,
+        "reconnects_per_s": round(back / max(1e-9, last_back_s), 1),
+        "window_s": round(window_s, 3),
+        "server_cpu_s": round(cpu, 3),
+        "cpu_per_connect_ms": round(cpu / back * 1e3, 3) if back else None,
+        # Everything but the server, the load generator included (not measured apart here).
+        "machine_other_cores": round(
+            max(0.0, busy * (psutil.cpu_count() or 1) - cpu / max(1e-9, window_s)), 3
+        ),
+        "edits_before_drop": sum(c["n_drop"] for c in members),
+        "edits_after_drop": sum(c["sent"] - c["n_drop"] for c in members),
+        "sent_on_resume": sum(c["sent_on_resume"] for c in members),
+        "lost_at_drop": sum(c["lost"] for c in members),
+        "missing": missing,
+        "unacked": unacked,
+        "dups": sum(c["dups"] for c in members),
+        "init_regressions": regressions,
+        "errors": dict(errors),
+        "drain_capped": any(r["drain_capped"] for r in results),
+    }
+    out["ok"] = back == clients and missing == 0 and not unacked and not regressions and not errors
     return out
 
 

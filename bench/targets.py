@@ -1,6 +1,8 @@
 """The servers under test, each started as a subprocess on 127.0.0.1 with its own data.
 
 - `floor`: bench/floor_server.py, the bare-websockets baseline.
+- `prototype`: bench/prototype_server.py, the FastAPI prototype's behaviour (text mode only,
+  no ack): the second baseline.
 - `daphne`: our server as users start it, `manage.py runserver --noreload` (daphne), through the
   e2e harness `tests.e2e.server.LiveServer` (readiness from its log line, own SQLite DB).
 - `uvicorn`: the same ASGI app under `uvicorn collabsite.asgi:application` (uvloop + httptools +
@@ -144,6 +146,12 @@ class Target:
     name = "target"
     label = "target"
     ours = True
+    # Whether the server acks each edit (every server but the prototype): without acks, an
+    # edit counts as done when it reaches the room's other members (see scenarios.run_load).
+    acks = True
+    modes: tuple[str, ...] = ("text", "ops")
+    # Whether room creation may reuse HTTP connections (the floor closes each one).
+    http_keepalive = True
 
     http_url: str
     ws_base: str
@@ -186,20 +194,24 @@ class Target:
     def tree(self) -> ProcTree:
         return ProcTree(self.pid)
 
-    async def create_room(self, code: str = "") -> str:
-        async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.post(f"{self.http_url}/rooms", json={"code": code})
-            response.raise_for_status()
-            return response.json()["room_id"]
+    async def create_room(self, code: str = "", client: httpx.AsyncClient | None = None) -> str:
+        if client is None:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await self.create_room(code, client)
+        response = await client.post(f"{self.http_url}/rooms", json={"code": code})
+        response.raise_for_status()
+        return response.json()["room_id"]
 
     async def create_rooms(self, count: int, code: str = "", concurrency: int = 8) -> list[str]:
         sem = asyncio.Semaphore(concurrency)
+        limits = httpx.Limits(max_keepalive_connections=None if self.http_keepalive else 0)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
 
-        async def one() -> str:
-            async with sem:
-                return await self.create_room(code)
+            async def one() -> str:
+                async with sem:
+                    return await self.create_room(code, client)
 
-        return list(await asyncio.gather(*(one() for _ in range(count))))
+            return list(await asyncio.gather(*(one() for _ in range(count))))
 
     def describe(self) -> str:
         return self.label
@@ -263,6 +275,8 @@ class FloorTarget(_Subprocess):
     name = "floor"
     label = "floor (bare websockets)"
     ours = False
+    # websockets answers a plain HTTP request and closes the connection.
+    http_keepalive = False
     ready_line = "floor listening on"
     script = PROJECT_ROOT / "bench" / "floor_server.py"
 
@@ -274,11 +288,13 @@ class FloorTarget(_Subprocess):
         self._spawn([sys.executable, str(self.script), "--port", str(port)], env)
         return self
 
-    async def create_room(self, code: str = "") -> str:
-        async with httpx.AsyncClient(timeout=30) as client:
-            response = await client.get(f"{self.http_url}/rooms/create")
-            response.raise_for_status()
-            room_id = response.json()["room_id"]
+    async def create_room(self, code: str = "", client: httpx.AsyncClient | None = None) -> str:
+        if client is None:
+            async with httpx.AsyncClient(timeout=30) as client:
+                return await self.create_room(code, client)
+        response = await client.get(f"{self.http_url}/rooms/create")
+        response.raise_for_status()
+        room_id = response.json()["room_id"]
         if code:
             # No POST on the floor: the initial text is one sync_code.
             async with ws_connect(f"{self.ws_base}/ws/{room_id}?mode=text") as ws:
@@ -299,6 +315,23 @@ class AsgiFloorTarget(FloorTarget):
     label = "bare ASGI relay on uvicorn (transport ceiling)"
     ready_line = "Uvicorn running on"
     script = PROJECT_ROOT / "bench" / "asgi_floor.py"
+
+
+class PrototypeTarget(FloorTarget):
+    """The FastAPI prototype's behaviour (bench/prototype_server.py) on uvicorn's defaults,
+    started like the floor; its rooms are created with `POST /rooms`."""
+
+    name = "prototype"
+    label = "FastAPI prototype (text relay, no ack)"
+    acks = False
+    modes = ("text",)
+    http_keepalive = True
+    ready_line = "Uvicorn running on"
+    script = PROJECT_ROOT / "bench" / "prototype_server.py"
+    command = "python bench/prototype_server.py (FastAPI on uvicorn, its defaults)"
+
+    async def create_room(self, code: str = "", client: httpx.AsyncClient | None = None) -> str:
+        return await Target.create_room(self, code, client)
 
 
 class DaphneTarget(Target):
@@ -379,6 +412,15 @@ def uvicorn_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def fastapi_available() -> bool:
+    """The prototype baseline needs FastAPI (bench/requirements.txt) besides uvicorn."""
+    try:
+        import fastapi  # noqa: F401
+    except ImportError:
+        return False
+    return uvicorn_available()
 
 
 # -- scale-out (issue 4): `manage.py serve --workers N` on Redis + PostgreSQL -----------------
