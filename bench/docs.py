@@ -76,9 +76,10 @@ python bench/plot.py           # re-plot docs/benchmarks-latency.png from bench/
 `fanout_ops`, `fanout_text`, `connect`, `storm_text`, `storm_ops`, `storm_text_big`,
 `storm_ops_big`, `capacity`, `capacity_text`, `idle`, `scale`) and groups (`rooms`, `fanout`,
 `storm`, `capacity`, and `text` = issue 18's scenarios). `--profile` with `--profile-targets`
-(default uvicorn,daphne) and `--profile-scenarios` (default rooms_text,fanout_text,connect; also
-rooms_ops, fanout_ops) runs py-spy; `python -m bench.profile <raw file>` summarises a raw
-profile again.
+(default uvicorn,daphne), `--profile-scenarios` (default rooms_text,fanout_text,connect; also
+rooms_ops, fanout_ops) and `--profile-seconds` runs py-spy, after the scenarios or alone
+(`--scenarios ''`); the raw profiles are in `bench/results/run-<time>/`, and
+`python -m bench.profile <raw file>` summarises one again.
 
 Requirements beyond requirements.txt (bench only): `pip install -r bench/requirements.txt`
 (psutil, py-spy, matplotlib, FastAPI for the prototype). Results:

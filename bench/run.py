@@ -335,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         "(default rooms_text,fanout_text,connect)",
     )
     parser.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=None,
+        help="py-spy's window per profiled run (default 20; --quick: 6)",
+    )
+    parser.add_argument(
         "--no-uvloop", action="store_true", help="generator workers on the stock asyncio loop"
     )
     parser.add_argument(
@@ -352,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     fd_limit = raise_fd_limit()
     s = scenarios.Settings.for_mode(args.quick, args.workers)
+    if args.profile_seconds:
+        s.profile_s = args.profile_seconds
     names = (args.targets or (QUICK_TARGETS if args.quick else FULL_TARGETS)).split(",")
     unknown = set(names) - set(FULL_TARGETS.split(","))
     if unknown:
@@ -363,8 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     if "prototype" in names and not fastapi_available():
         log("FastAPI is not installed: skipping prototype (pip install -r bench/requirements.txt)")
         names.remove("prototype")
-    if "floor" not in names:
-        names.insert(0, "floor")  # every figure is a ratio to the floor of the same run
     if args.scenarios is None:
         args.scenarios = ",".join([*SCENARIOS] if args.quick else [*SCENARIOS, SCALE])
     wanted = [x for x in args.scenarios.split(",") if x]
@@ -372,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}")
     keys = scenario_keys(wanted, s)
+    if "floor" not in names and keys:
+        names.insert(0, "floor")  # every figure is a ratio to the floor of the same run
     profile = (not args.quick) if args.profile is None else args.profile
     if profile and not py_spy_available():
         log("py-spy is not installed: no profile (pip install py-spy)")
@@ -401,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         "profiles": {},
     }
     if not keys:
-        names = []  # only `scale`: it starts its own servers
+        # Only `scale` (it starts its own servers), or only profiles.
+        names = [name for name in names if profile and name in profile_targets]
     log(
         f"bench {results['mode']}: targets {names}, scenarios {keys}"
         f"{' + scale' if SCALE in wanted else ''}, "
