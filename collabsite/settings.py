@@ -6,35 +6,57 @@ REDIS_URL to share rooms between processes.
 """
 
 import os
-import secrets
 from pathlib import Path
 
-import dj_database_url
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from collabsite.secret_key import secret_key_check, secret_key_load
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+BOOLEAN_WORDS = {*environ.Env.BOOLEAN_TRUE_STRINGS, "false", "off", "no", "n", "0"}
 
 
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+class Environment(environ.Env):
+    """django-environ's reader, strict where a silent fallback would surprise: an empty variable
+    (`NAME=` in .env) means its default, a boolean must say yes or no (a mistyped
+    `DJANGO_SESSION_COOKIE_SECURE=ture` must not quietly mean false), and a value that does not
+    parse names its variable."""
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        raw = self.ENVIRON.get(var, "")
+        if not raw.strip() and default is not self.NOTSET:
+            return default
+        if cast is bool and raw.strip().lower() not in BOOLEAN_WORDS:
+            raise ImproperlyConfigured(f"{var}={raw!r} is not a boolean: use true or false")
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"{var}={raw!r}: {error}") from None
 
 
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+# `.env` in the project folder, or the file COLLAB_ENV_FILE names ("" reads none: the test run
+# sets that, so a developer's .env never configures it). Variables already in the environment
+# win over the file.
+ENV_FILE = os.environ.get("COLLAB_ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE, overwrite=False)
+elif ENV_FILE and "COLLAB_ENV_FILE" in os.environ:
+    raise ImproperlyConfigured(f"COLLAB_ENV_FILE={ENV_FILE!r} is not a file")
+env = Environment()
 
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Production sets DJANGO_SECRET_KEY; otherwise every process of this folder shares one key, made
+# on first run and kept in a file, so sessions survive restarts and every worker honours them.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or secret_key_load(
+    path=Path(env.str("DJANGO_SECRET_KEY_FILE", default=str(BASE_DIR / ".secret_key")))
+)
+secret_key_check(key=SECRET_KEY, debug=DEBUG)
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS", cast=str.strip, default=["localhost", "127.0.0.1", "[::1]"]
+)
 
-# No session or signed cookie outlives a process in this app, so a per-process random key is a
-# safe default; set DJANGO_SECRET_KEY when you add anything that signs data.
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
-DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
 INSTALLED_APPS = [
     # rooms' runserver (daphne's, tuned) must win over daphne's, which wins over Django's.
@@ -84,10 +106,10 @@ ASGI_APPLICATION = "collabsite.asgi.application"
 WSGI_APPLICATION = "collabsite.wsgi.application"
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=None,  # persistent connections: the database thread is long-lived
-    )
+    "default": {
+        **env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        "CONN_MAX_AGE": None,  # persistent connections: the database thread is long-lived
+    }
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
@@ -98,9 +120,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_SQLITE_NAME") or None}
+    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_SQLITE_NAME", default="") or None}
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -121,28 +143,28 @@ DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = 4 * 1024 * 1024
 
 # Browser origins allowed to open a WebSocket; empty means ALLOWED_HOSTS (see rooms/origin.py).
-COLLAB_ALLOWED_ORIGINS = env_list("COLLAB_ALLOWED_ORIGINS", "")
+COLLAB_ALLOWED_ORIGINS = env.list("COLLAB_ALLOWED_ORIGINS", cast=str.strip, default=[])
 # Per-connection token bucket: a burst for paste-heavy moments, then a steady rate.
-COLLAB_RATE_BURST = env_float("COLLAB_RATE_BURST", 500)
-COLLAB_RATE_PER_S = env_float("COLLAB_RATE_PER_S", 100)
+COLLAB_RATE_BURST = env.float("COLLAB_RATE_BURST", default=500.0)
+COLLAB_RATE_PER_S = env.float("COLLAB_RATE_PER_S", default=100.0)
 
 # Rooms one client address may create per minute (REST); 0 turns the limit off. When on, keep
 # it generous (>= 1000): test suites and classrooms create rooms in bursts.
-COLLAB_ROOM_CREATE_PER_MIN = env_float("COLLAB_ROOM_CREATE_PER_MIN", 0)
+COLLAB_ROOM_CREATE_PER_MIN = env.float("COLLAB_ROOM_CREATE_PER_MIN", default=0.0)
 # A WebSocket that sends nothing for this long is closed (0: never). Clients that stay open
 # idle should ping; collab-client.js pings after 20 s of silence.
-COLLAB_IDLE_TIMEOUT_S = env_float("COLLAB_IDLE_TIMEOUT_S", 600)
+COLLAB_IDLE_TIMEOUT_S = env.float("COLLAB_IDLE_TIMEOUT_S", default=600.0)
 
 # How long a user of a killed server process stays listed at most (seconds).
-COLLAB_PRESENCE_TTL_S = env_float("COLLAB_PRESENCE_TTL_S", 15)
+COLLAB_PRESENCE_TTL_S = env.float("COLLAB_PRESENCE_TTL_S", default=15.0)
 # With several processes, how often each checks its rooms' versions in the database, so a
 # change whose notification the channel layer lost is still delivered (seconds).
-COLLAB_VERSION_POLL_S = env_float("COLLAB_VERSION_POLL_S", 1.0)
+COLLAB_VERSION_POLL_S = env.float("COLLAB_VERSION_POLL_S", default=1.0)
 
 # How long a completion waits for Jedi (seconds) before answering from keywords, builtins and
 # the file's names, marked "incomplete"; Jedi's late answer is cached for the next request at
 # the same place. Lower it on a slow machine to keep completions snappy.
-AUTOCOMPLETE_BUDGET_S = env_float("AUTOCOMPLETE_BUDGET_S", 0.2)
+AUTOCOMPLETE_BUDGET_S = env.float("AUTOCOMPLETE_BUDGET_S", default=0.2)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -158,7 +180,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 # Only needed for `collectstatic` in a deployment that serves files from a folder.
-STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
 # Serve from the app folders directly, so the server runs without a collectstatic step.
 WHITENOISE_USE_FINDERS = True
 
@@ -170,5 +192,5 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -11,6 +11,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,11 +43,24 @@ def stop_gracefully(process: subprocess.Popen) -> None:
         process.wait(timeout=STOP_TIMEOUT_S)
 
 
-def migrate(env: dict[str, str]) -> None:
+def project_copy(folder: Path) -> Path:
+    """The server's code copied into `folder`, as a fresh clone would have it (no .env, no key
+    file, no database): for tests of what a process finds, or makes, in its project folder."""
+    for package in ("collabsite", "rooms", "autocomplete"):
+        shutil.copytree(
+            PROJECT_ROOT / package,
+            folder / package,
+            ignore=shutil.ignore_patterns("__pycache__", "node_modules"),
+        )
+    shutil.copy2(PROJECT_ROOT / "manage.py", folder / "manage.py")
+    return folder
+
+
+def migrate(env: dict[str, str], project_root: Path = PROJECT_ROOT) -> None:
     """Create or update the database `env` points the server at."""
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=PROJECT_ROOT,
+        cwd=project_root,
         env=env,
         check=True,
         timeout=120,
@@ -68,7 +82,13 @@ class Addresses:
 class LiveServer(Addresses):
     """One server process on 127.0.0.1, restartable on the same database."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        project_root: Path = PROJECT_ROOT,
+    ) -> None:
+        self.project_root = project_root
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -84,13 +104,13 @@ class LiveServer(Addresses):
         self._lines: queue.Queue[str | None] = queue.Queue()
 
     def migrate(self) -> None:
-        migrate(self.env)
+        migrate(self.env, self.project_root)
 
     def start(self) -> LiveServer:
         self.migrate()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
-            cwd=PROJECT_ROOT,
+            cwd=self.project_root,
             env=self.env,
             text=True,
             stdout=subprocess.PIPE,
