@@ -6,6 +6,7 @@ REDIS_URL to share rooms between processes.
 """
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -57,6 +58,32 @@ ALLOWED_HOSTS = env.list(
     "DJANGO_ALLOWED_HOSTS", cast=str.strip, default=["localhost", "127.0.0.1", "[::1]"]
 )
 
+
+def proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """SECURE_PROXY_SSL_HEADER from `Header-Name=value` (e.g. `X-Forwarded-Proto=https`)."""
+    if not value:
+        return None
+    name, _, expected = (part.strip() for part in value.partition("="))
+    if not re.fullmatch(r"[A-Za-z0-9-]+", name) or not expected:
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER={value!r}: write it as Header-Name=value, "
+            "e.g. X-Forwarded-Proto=https"
+        )
+    return "HTTP_" + name.upper().replace("-", "_"), expected
+
+
+# HTTPS, for a server behind TLS (docs/deploying.md#https). All off by default: the embedded
+# set-up serves plain HTTP, where a Secure cookie would never come back.
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=False)
+# Only behind a proxy that sets this header itself on every request (and drops a client's own).
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default=""))
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Origins (scheme://host[:port]) whose forms may post here, besides the server's own host.
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", cast=str.strip, default=[])
 
 INSTALLED_APPS = [
     # rooms' runserver (daphne's, tuned) must win over daphne's, which wins over Django's.

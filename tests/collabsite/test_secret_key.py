@@ -4,19 +4,15 @@ only its owner reads, shared by every process started from the folder, kept acro
 
 from __future__ import annotations
 
-import re
 import stat
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.collabsite.settings_probe import settings_of, start_refused, unconfigured_server
+from tests.e2e.admin import ADMIN_PASSWORD, admin_create, login_post, signed_in
 from tests.e2e.server import LiveServer, project_copy
-
-ADMIN_PASSWORD = "a long password nobody guesses 7"
 
 
 @pytest.fixture
@@ -77,41 +73,11 @@ def test_an_unusable_key_file_or_place_is_a_clear_error(project, tmp_path):
 
 
 def admin_sign_in(server: LiveServer) -> dict[str, str]:
-    """Sign in to the admin the way a browser does; the cookies of the signed-in session."""
+    """The cookies of a session signed in to the admin on `server`."""
     with httpx.Client(base_url=server.http_url, timeout=10) as browser:
-        page = browser.get("/admin/login/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        answer = browser.post(
-            "/admin/login/?next=/admin/",
-            data={"csrfmiddlewaretoken": token, "username": "admin", "password": ADMIN_PASSWORD},
-        )
+        answer = login_post(browser, ADMIN_PASSWORD)
         assert answer.status_code == 302 and answer.headers["location"] == "/admin/", answer.text
         return dict(browser.cookies)
-
-
-def signed_in(server: LiveServer, cookies: dict[str, str]) -> bool:
-    answer = httpx.get(f"{server.http_url}/admin/", cookies=cookies, timeout=10)
-    return answer.status_code == 200 and "Site administration" in answer.text
-
-
-def admin_create(server: LiveServer) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "createsuperuser",
-            "--noinput",
-            "--username",
-            "admin",
-            "--email",
-            "admin@example.com",
-        ],
-        cwd=server.project_root,
-        env={**server.env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 def test_a_sign_in_holds_on_every_server_of_the_folder_and_across_a_restart(project, tmp_path):

@@ -87,7 +87,10 @@ def test_collab_env_file_names_another_file_and_a_missing_one_is_an_error(projec
     ("name", "value"),
     [
         ("DJANGO_DEBUG", "ture"),
+        ("DJANGO_SESSION_COOKIE_SECURE", "maybe"),
         ("COLLAB_RATE_BURST", "lots"),
+        ("DJANGO_SECURE_HSTS_SECONDS", "1h"),
+        ("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto"),
     ],
 )
 def test_a_value_that_does_not_parse_stops_the_start_and_names_its_variable(project, name, value):
@@ -104,6 +107,12 @@ def test_env_example_copied_to_env_gives_the_defaults(project):
         "COLLAB_ALLOWED_ORIGINS",
         "COLLAB_RATE_BURST",
         "COLLAB_RATE_PER_S",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SECURE_PROXY_SSL_HEADER",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "CSRF_TRUSTED_ORIGINS",
         "LOGGING",
     ]
     without = settings_of(project, READS_DOT_ENV, *names)
