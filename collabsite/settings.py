@@ -7,6 +7,7 @@ REDIS_URL to share rooms between processes.
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -95,6 +96,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     "autocomplete",
 ]
@@ -108,7 +110,32 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the outcome of every sign-in and turns a lockout into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes first: it refuses a locked-out sign-in before any password is checked, for the
+# admin's login and every other view that calls django.contrib.auth.authenticate().
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed sign-ins for one user name from one address, that pair is locked out.
+# Locking by the pair keeps an attacker from locking a real user out from elsewhere; behind a
+# proxy every client shares the proxy's address, so the lock then applies to the user name.
+AXES_FAILURE_LIMIT = env.int("COLLAB_LOGIN_FAILURE_LIMIT", default=5)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_COOLOFF_TIME = timedelta(seconds=env.float("COLLAB_LOGIN_COOLOFF_S", default=900.0))
+# Attempts during a lockout (right password or not) are refused but do not extend it, so the
+# wait the answer announces holds.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+cooloff_s = AXES_COOLOFF_TIME.total_seconds()
+AXES_COOLOFF_MESSAGE = (
+    "Too many failed sign-ins: this account is locked for "
+    + (f"{cooloff_s / 60:g} minutes" if cooloff_s % 60 == 0 else f"{cooloff_s:g} seconds")
+    + " from the last failed attempt."
+)
 
 ROOT_URLCONF = "collabsite.urls"
 # The API answers `/path` and `/path/` itself; a redirect would turn a POST into a GET.
@@ -220,4 +247,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # django-axes announces itself at every start, in every management command; its lockout
+    # warnings come from its handlers' loggers and stay.
+    "loggers": {"axes.apps": {"level": "WARNING"}},
 }

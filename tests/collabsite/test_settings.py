@@ -113,6 +113,8 @@ def test_env_example_copied_to_env_gives_the_defaults(project):
         "SECURE_SSL_REDIRECT",
         "SECURE_HSTS_SECONDS",
         "CSRF_TRUSTED_ORIGINS",
+        "AXES_FAILURE_LIMIT",
+        "AXES_COOLOFF_TIME",
         "LOGGING",
     ]
     without = settings_of(project, READS_DOT_ENV, *names)
