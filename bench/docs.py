@@ -81,7 +81,7 @@ rooms_ops, fanout_ops) and `--profile-seconds` runs py-spy, after the scenarios 
 (`--scenarios ''`); the raw profiles are in `bench/results/run-<time>/`, and
 `python -m bench.profile <raw file>` summarises one again.
 
-Requirements beyond requirements.txt (bench only): `pip install -r bench/requirements.txt`
+Requirements beyond requirements-dev.txt (bench only): `pip install -r bench/requirements.txt`
 (psutil, py-spy, matplotlib, FastAPI for the prototype). Results:
 `bench/results/bench-<time>.json` (gitignored) and the plot `docs/benchmarks-latency.png`.
 

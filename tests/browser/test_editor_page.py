@@ -22,7 +22,7 @@ from tests.e2e.server import LiveServer
 try:
     from playwright.async_api import Page, expect
 except ImportError:
-    missing("the browser tests need the playwright package: `pip install -r requirements.txt`")
+    missing("the browser tests need the playwright package: `pip install -r requirements-dev.txt`")
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
