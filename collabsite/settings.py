@@ -9,6 +9,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -26,7 +27,13 @@ class Environment(environ.Env):
     `DJANGO_SESSION_COOKIE_SECURE=ture` must not quietly mean false), and a value that does not
     parse names its variable."""
 
-    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+    def get_value(
+        self,
+        var: str,
+        cast: Any = None,
+        default: Any = environ.Env.NOTSET,
+        parse_default: bool = False,
+    ) -> Any:
         raw = self.ENVIRON.get(var, "")
         if not raw.strip() and default is not self.NOTSET:
             return default
