@@ -1,4 +1,5 @@
-"""Settings for collabsite, read from the environment (see .env.example).
+"""Settings for collabsite, read from the environment and from `.env` in the project folder
+(.env.example lists every variable; the environment wins).
 
 Every default runs the embedded set-up: SQLite in the project folder and an in-process channel
 layer, so `python manage.py runserver` needs no services. Production sets DATABASE_URL and
