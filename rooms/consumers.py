@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,7 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from autocomplete import completion
-from rooms import access, document, metrics, ot, presence, sockets
+from rooms import access, document, identity, metrics, ot, presence, sockets
 from rooms.changes import Change
 from rooms.groups import group_name
 from rooms.limits import TokenBucket
@@ -130,10 +129,11 @@ def valid_name(value: object) -> str:
     return value
 
 
-def query_token(query_string: bytes) -> str | None:
-    """The `token` query parameter, read before the others are validated (4403 before 4400)."""
-    values = parse_qs(query_string.decode("utf-8", "replace")).get("token")
-    return values[-1] if values else None
+def query_credentials(query_string: bytes) -> dict[str, str]:
+    """`token`, `client` and `client_secret` as given (the last of each), read before the query
+    is validated: 4403 comes before 4400."""
+    raw = parse_qs(query_string.decode("utf-8", "replace"))
+    return {key: raw[key][-1] for key in ("token", "client", "client_secret") if key in raw}
 
 
 def parse_query(query_string: bytes) -> dict[str, Any]:
@@ -297,17 +297,35 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.close(CLOSE_NOT_FOUND)
             return
         query_string = self.scope.get("query_string", b"")
-        self.access = access.room_access(self.live, query_token(query_string))
+        credentials = query_credentials(query_string)
+        self.access = access.room_access(self.live, credentials.get("token"))
         if self.access is None:
             await self.close(CLOSE_FORBIDDEN)
             return
         try:
-            params = parse_query(query_string)
+            params, refusal = parse_query(query_string), None
         except ProtocolError as error:
-            await self.send_error(error)
+            params, refusal = None, error
+        client = credentials.get("client")
+        if not await identity.client_admit(
+            room_id=room_id,
+            client=client,
+            secret=credentials.get("client_secret"),
+            claim=refusal is None,
+        ):
+            await self.send_error(
+                ProtocolError(
+                    FORBIDDEN,
+                    f"client id {client!r} is taken in this room: pass its client_secret",
+                )
+            )
+            await self.close(CLOSE_FORBIDDEN)
+            return
+        if refusal is not None:
+            await self.send_error(refusal)
             await self.close(CLOSE_BAD_REQUEST)
             return
-        self.user_id = secrets.token_urlsafe(9)
+        self.user_id = identity.user_id_new()
         self.client_id = params["client"] or self.user_id
         self.mode = params["mode"]
         self.name = params["name"] or f"guest-{self.user_id[:5]}"
@@ -346,6 +364,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             "name": self.name,
             "code": self.text,
             "version": head,
+            "client_secret": identity.client_secret(room_id, self.client_id),
             "users": users,
             "cursors": await self.cursors_at(head),
             # Editors make a view connection read-only before anything is refused.

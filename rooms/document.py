@@ -87,16 +87,19 @@ async def change_submit(
         base = head if base_version is None else base_version
         if not 0 <= base <= head:
             raise ProtocolError(BAD_OP, f"version {base} is not between 0 and {head}")
-        if seq is not None:
-            first_version = await _duplicate_version(live, client, seq)
-            if first_version is not None:
-                return CommitResult(first_version, live.text, duplicate=True)
         if text is not None:
             op = ot.diff(await live.text_at(base), text)
         else:
             base_length = len(live.text) if base == head else len(await live.text_at(base))
             if ot.base_length(op) > base_length:
                 raise ProtocolError(BAD_OP, f"the op reaches past the document at {base}")
+        if seq is not None:
+            first_version = await _duplicate_version(live, client, seq)
+            if first_version is not None:
+                await _require_same_op(
+                    live, op, base=base, client=client, seq=seq, at=first_version
+                )
+                return CommitResult(first_version, live.text, duplicate=True)
         for concurrent in await live.changes_between(base, head):
             op = ot.transform(op, concurrent.op, "left")
         while True:
@@ -126,8 +129,14 @@ async def change_submit(
                 for concurrent in await live.changes_between(seen, live.version):
                     op = ot.transform(op, concurrent.op, "left")
             except store.DuplicateSeq:
+                # Another process committed this (client, seq) meanwhile: the client's other
+                # connection resubmitting the same op, or the same seq reused for another op.
                 first_version = await store.seq_version(live.room_id, client, seq)
+                built_on = live.version
                 await live.catch_up()
+                await _require_same_op(
+                    live, op, base=built_on, client=client, seq=seq, at=first_version
+                )
                 return CommitResult(first_version, live.text, duplicate=True)
         live.advance(change, new_text)
         metrics.change_committed()
@@ -147,6 +156,34 @@ async def _duplicate_version(live: LiveRoom, client: str, seq: int) -> int | Non
     if first_version is None:
         raise ProtocolError(BAD_OP, f"seq {seq} was never used and is below {last}: seq must grow")
     return first_version
+
+
+async def _require_same_op(
+    live: LiveRoom, op: ot.Op, *, base: int, client: str, seq: int, at: int
+) -> None:
+    """Refuse a resubmitted (client, seq) unless it is the op committed as version `at`.
+
+    The committed op is stored as it was applied: transformed past everything committed before
+    it. A resubmission is the same op made against some version up to `at - 1` (a client moves
+    its unacknowledged op past every change it receives, exactly as the server moves a
+    submitted one), so moving it past the changes between its base and `at - 1` must give the
+    committed op exactly. Anything else is another op under a used seq.
+    """
+    if base >= at:
+        raise ProtocolError(
+            BAD_OP,
+            f"seq {seq} of client {client!r} was committed as version {at}, which this op's"
+            f" version {base} already includes: a new op needs a new seq",
+        )
+    for concurrent in await live.changes_between(base, at - 1):
+        op = ot.transform(op, concurrent.op, "left")
+    (committed,) = await live.changes_between(at - 1, at)
+    if op != committed.op:
+        raise ProtocolError(
+            BAD_OP,
+            f"seq {seq} of client {client!r} was committed as version {at} with another op:"
+            " a new op needs a new seq",
+        )
 
 
 async def cursor_at_head(

@@ -1,8 +1,9 @@
-"""The room's durable state: the op log, and a snapshot of the text (Room.code at
-Room.code_version) that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past.
+"""The room's durable state: the op log, a snapshot of the text (Room.code at
+Room.code_version) that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past, and
+the client ids bound in the room (rooms/identity.py).
 
-rooms/document.py is the only writer (rooms/store.py holds its SQL); see docs/protocol.md for
-what versions and ops mean.
+rooms/document.py writes rooms and ops, rooms/identity.py client bindings (rooms/store.py holds
+the SQL of both); see docs/protocol.md for what versions, ops and client ids mean.
 """
 
 from django.db import models
@@ -58,3 +59,22 @@ class Op(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room_id}@{self.version}"
+
+
+class ClientBinding(models.Model):
+    """A client id taken in a room: its first connection claimed it, and every later one must
+    present its secret (rooms/identity.py). Server-assigned ids need no row."""
+
+    # No index of its own: the (room, client) constraint starts with the room.
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="client_bindings", db_index=False
+    )
+    client = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "client"], name="client_binding_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id}/{self.client}"

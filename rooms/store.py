@@ -8,6 +8,9 @@ as plain SQL for the database in use. The unique (room, version) constraint is t
 between processes: a commit built on a stale head fails with `VersionConflict`, a (client, seq)
 committed before with `DuplicateSeq`.
 
+Client bindings (rooms/identity.py) are claimed with one INSERT that does nothing when the
+row exists, so that of two first connections with one client id exactly one gets it.
+
 Every read here is one short query on the database thread.
 """
 
@@ -32,7 +35,7 @@ from django.utils import timezone
 
 from rooms import ot, sqlite_writes
 from rooms.changes import Change
-from rooms.models import Op, Room
+from rooms.models import ClientBinding, Op, Room
 
 
 class VersionConflict(Exception):
@@ -337,3 +340,26 @@ def seq_version(room_id: str, client: str, seq: int) -> int | None:
         .values_list("version", flat=True)
         .first()
     )
+
+
+# -- client bindings (rooms/identity.py) -----------------------------------------------------
+
+
+@database_sync_to_async
+def client_claim(room_id: str, client: str) -> bool:
+    """Bind `client` in the room unless it is bound already; True when this call bound it."""
+    name = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO {} ({}, {}) VALUES (%s, %s) ON CONFLICT DO NOTHING".format(
+                name(ClientBinding._meta.db_table), name("room_id"), name("client")
+            ),
+            [room_id, client],
+        )
+        return cursor.rowcount == 1
+
+
+@database_sync_to_async
+def client_bound(room_id: str, client: str) -> bool:
+    """Whether `client` is bound in the room."""
+    return ClientBinding.objects.filter(room_id=room_id, client=client).exists()

@@ -132,7 +132,10 @@ async def test_duplicate_seq_is_found_after_a_reconnect(room):
     await first.request({"type": "op", "version": 0, "seq": 1, "op": ["x"]}, "ack")
     await first.close()
     document.live_rooms_reset()  # a fresh process knows nothing of earlier seqs
-    second = await connected(room.id, "?mode=ops&client=alice-client&version=0")
+    secret = first.init["client_secret"]
+    second = await connected(
+        room.id, f"?mode=ops&client=alice-client&client_secret={secret}&version=0"
+    )
     again = await second.request({"type": "op", "version": 0, "seq": 1, "op": ["x"]}, "ack")
     assert again["duplicate"] is True and again["version"] == 1
     assert await room_state(room.id) == ("xhello", 1)
@@ -249,7 +252,10 @@ async def test_resume_sends_every_op_after_the_clients_version(room):
     for seq in (1, 2, 3):
         await alice.request({"type": "op", "version": seq - 1, "seq": seq, "op": [str(seq)]}, "ack")
     await alice.close()
-    again = await connected(room.id, "?mode=ops&client=alice-client&version=1")
+    secret = alice.init["client_secret"]
+    again = await connected(
+        room.id, f"?mode=ops&client=alice-client&client_secret={secret}&version=1"
+    )
     assert again.init["version"] == 3
     assert [(e["version"], e["op"], e["client"], e["seq"]) for e in again.init["ops"]] == [
         (2, ["2"], "alice-client", 2),

@@ -89,7 +89,8 @@ async def test_a_failed_commit_is_not_acked_not_broadcast_and_uses_no_version(ro
     assert await Op.objects.filter(room_id=room.id).acount() == 0
     assert (await document.Room.objects.aget(id=room.id)).version == 0
     # The resubmitted op (same seq) then commits as version 1, not 2.
-    retry = Client(f"/ws/{room.id}?mode=ops&client=writer-client&version=0")
+    secret = writer.init["client_secret"]
+    retry = Client(f"/ws/{room.id}?mode=ops&client=writer-client&client_secret={secret}&version=0")
     await retry.connect()
     assert retry.init["ops"] == []
     ack = await retry.submit({"type": "op", "version": 0, "seq": 1, "op": ["lost?"]})

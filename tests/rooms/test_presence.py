@@ -182,7 +182,9 @@ async def test_colour_is_stable_per_client_id_across_reconnects(room):
     first = await connected(room.id, "?client=stable-client-1")
     colour = first.init["users"][0]["color"]
     await first.close()
-    again = await connected(room.id, "?client=stable-client-1")
+    again = await connected(
+        room.id, f"?client=stable-client-1&client_secret={first.init['client_secret']}"
+    )
     assert again.init["users"][0]["color"] == colour
     assert colour == presence.color_for("stable-client-1")
     await again.close()
