@@ -2,9 +2,10 @@
 
 One op in flight, at most one pending (later local edits compose into it). Incoming ops are
 transformed against them (`left` for ours, `right` for theirs). On reconnect the client resumes
-with `version` and `client`; an op in `init.ops` with our client and in-flight seq is our ack,
-otherwise the in-flight op is resubmitted with the same seq. It is the same algorithm as
-rooms/static/rooms/collab-client.js, so these tests also check the protocol that client relies on.
+with `version`, `client` and the `client_secret` its first `init` gave it; an op in `init.ops`
+with our client and in-flight seq is our ack, otherwise the in-flight op is resubmitted with the
+same seq. It is the same algorithm as rooms/static/rooms/collab-client.js, so these tests also
+check the protocol that client relies on.
 
 A connection the test did not end itself (with `drop` or `close`) is a failure: a server that
 closes with 4500 ("the change was not acknowledged") or any other code has failed, even though a
@@ -56,6 +57,7 @@ class OTClient:
         self.name = name
         self.text = ""
         self.version: int | None = None
+        self.client_secret: str | None = None  # from the first init; binds client_id
         self.seq = 0
         self.inflight: tuple[int, ot.Op] | None = None
         self.pending: ot.Op | None = None
@@ -74,6 +76,8 @@ class OTClient:
 
     def url(self) -> str:
         query = f"mode=ops&client={self.client_id}&name={self.name}"
+        if self.client_secret is not None:
+            query += f"&client_secret={self.client_secret}"
         if self.version is not None:
             query += f"&version={self.version}"
         return f"{self.ws_base}/ws/{self.room_id}?{query}"
@@ -103,6 +107,7 @@ class OTClient:
         except websockets.ConnectionClosed as closed:
             self._lost(socket, closed.rcvd)
             raise self.failure or closed from None
+        self.client_secret = init["client_secret"]
         self.trace.append(
             f"init v={init['version']} from={self.version} "
             f"ops={[(e['version'], e['client'][-9:], e['seq']) for e in init.get('ops', [])]} "
