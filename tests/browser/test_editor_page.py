@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -132,6 +133,10 @@ def is_subsequence(part: str, text: str) -> bool:
     return all(character in characters for character in part)
 
 
+def query_of(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))
+
+
 async def go_offline(page: Page) -> None:
     # Offline emulation refuses new connections but keeps open WebSockets: drop them too.
     await page.context.set_offline(True)
@@ -226,6 +231,11 @@ async def test_two_users_edit_concurrently_and_converge_after_going_offline(
     assert text.startswith(bob_offline + alice_top)
     assert text.endswith(bob_bottom + alice_online)
     await expect(alice.locator("#users .user")).to_have_count(2)
+    # He resumed under his client id, which only its secret (from his first init) opens.
+    queries = [query_of(url) for url in await bob.evaluate("window.__sockets.map((s) => s.url)")]
+    first, resumed = queries[0], queries[-1]
+    assert len(queries) > 1 and "client_secret" not in first
+    assert resumed["client"] == first["client"] and len(resumed["client_secret"]) == 43
 
     await bob.keyboard.press("Shift+ArrowUp")  # his caret is at the start of the next line
     await expect(alice.locator(".cm-peer-selection")).to_contain_text("# written offline")

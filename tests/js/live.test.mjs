@@ -176,7 +176,10 @@ test(
     assert.equal(resubmission.seq, original.seq);
     // 3. The first frame reaches the server late, on another connection with her client id
     //    (as if the dead connection had delivered it): its broadcast is her ack.
-    const ghost = await rawConnection(url, {client: alice.doc.clientId});
+    const ghost = await rawConnection(url, {
+      client: alice.doc.clientId,
+      client_secret: alice.doc.clientSecret,
+    });
     t.after(() => ghost.socket.close());
     const acked = nextEvent(alice.doc, "status", (status, {pending}) => !pending);
     ghost.socket.send(tap.held[0].data);
@@ -198,6 +201,42 @@ test(
     assert.deepEqual(
       mine.map((entry) => entry.seq),
       [1, 2],
+    );
+  },
+);
+
+test(
+  "our client id is bound: another client naming it is refused, ours resumes with the secret",
+  live,
+  async (t) => {
+    const {url, roomId} = await createRoom("mine\n");
+    const {TappedSocket, tap} = tappedWebSocket();
+    const alice = await connect(t, url, {WebSocket: TappedSocket, minReconnectDelayMs: 60_000});
+    const bob = await connect(t, url);
+    alice.edit(5, 5, "alice\n");
+    await assertConverged([alice, bob], roomId);
+    assert.match(alice.doc.clientSecret, /^[A-Za-z0-9_-]{43}$/);
+
+    // Someone who saw alice's client id in an op broadcast tries to use it.
+    const impostor = new CollabClient({url, WebSocket, clientId: alice.doc.clientId});
+    t.after(() => impostor.close());
+    const refused = await nextEvent(impostor, "error");
+    assert.equal(refused.code, "forbidden");
+    assert.equal(refused.closeCode, 4403);
+    assert.match(refused.message, /client_secret/);
+    assert.equal(impostor.status, "closed");
+
+    // Alice loses her connection, edits offline and resumes: her secret goes with her.
+    const offline = nextEvent(alice.doc, "status", (status) => status === "offline");
+    tap.sockets.at(-1).terminate();
+    await offline;
+    alice.edit(0, 0, "# ");
+    alice.doc.reconnect();
+    const text = await assertConverged([alice, bob], roomId);
+    assert.equal(text, "# mine\nalice\n");
+    assert.equal(
+      new URL(tap.sockets.at(-1).url).searchParams.get("client_secret"),
+      alice.doc.clientSecret,
     );
   },
 );

@@ -150,6 +150,48 @@ test("resume: an in-flight op missing from init.ops is resubmitted with the same
   doc.close();
 });
 
+test("the client secret from init goes out on every reconnect, with the op in flight", () => {
+  const {doc, sockets, socket} = start("hello");
+  assert.equal(sockets[0].url.searchParams.has("client_secret"), false, "none known yet");
+  assert.equal(doc.clientSecret, null);
+  sockets[0].deliver(init({code: "hello", client_secret: "secret-1"})); // as a real init has
+  assert.equal(doc.clientSecret, "secret-1");
+  doc.applyLocalChange(5, 5, "!"); // seq 1, in flight
+  for (const secret of ["secret-1", "secret-2"]) {
+    socket().drop();
+    doc.reconnect();
+    const params = socket().url.searchParams;
+    assert.equal(params.get("client"), ID);
+    assert.equal(params.get("client_secret"), secret);
+    socket().open();
+    // A new key on the server issues a new secret: the next connection sends that one.
+    socket().deliver(init({code: "hello", version: 0, ops: [], client_secret: "secret-2"}));
+    assert.deepEqual(socket().sentOfType("op"), [{type: "op", version: 0, seq: 1, op: [5, "!"]}]);
+  }
+  doc.close();
+});
+
+test("a clientSecret option is sent from the first connection on", () => {
+  const {sockets, doc} = start("hello", {clientSecret: "kept-by-the-app"});
+  assert.equal(sockets[0].url.searchParams.get("client_secret"), "kept-by-the-app");
+  doc.close();
+});
+
+test("forbidden before init refuses the client id: final, with its message, not read-only", () => {
+  const {doc, sockets, errors} = start("abc");
+  doc.applyLocalChange(3, 3, "d");
+  sockets[0].drop();
+  doc.reconnect();
+  sockets[1].open();
+  const message = "client id 'client-one' is taken in this room: pass its client_secret";
+  sockets[1].deliver({type: "error", code: "forbidden", message});
+  sockets[1].drop(4403);
+  assert.equal(doc.readOnly, false);
+  assert.equal(doc.status, "closed");
+  assert.deepEqual(errors.at(-1), {code: "forbidden", message, closeCode: 4403});
+  assert.equal(errors.filter((error) => error.code === "forbidden").length, 1, "reported once");
+});
+
 test("a duplicate ack ahead of its broadcast waits for the broadcast, which acks the op", () => {
   const {doc, socket, errors} = start("hello");
   doc.applyLocalChange(0, 0, "> "); // seq 1

@@ -17,8 +17,9 @@
  * - An ack (version V+1, our seq) confirms the in-flight op; the pending op then goes out.
  *   An op or ack whose version is not the next one means a message went missing: the client
  *   reconnects and resumes.
- * - Resume: reconnect with `version=V&client=<same id>`. init.ops lists every op after V; ours
- *   (same client and seq) counts as the ack. Then the in-flight op is resubmitted with the SAME
+ * - Resume: reconnect with `version=V&client=<same id>&client_secret=<its secret>` (the first
+ *   init gave the secret; without it the server refuses a client id it has seen, close 4403).
+ *   init.ops lists every op after V; ours (same client and seq) counts as the ack. Then the in-flight op is resubmitted with the SAME
  *   seq (the server drops a (client, seq) it already has) and the pending op follows. If V is too
  *   old, init carries `last_seq` instead: the in-flight op is dropped when seq <= last_seq and the
  *   document is reloaded from init.code; unconfirmed local edits are rebased onto it (below).
@@ -33,13 +34,16 @@
  *   takes and emits UTF-16 offsets; everything inside (ops, cursors) counts code points.
  *
  * API
- *   const doc = new CollabClient({url, name?, clientId?, token?, WebSocket?,
+ *   const doc = new CollabClient({url, name?, clientId?, clientSecret?, token?, WebSocket?,
  *                                 minReconnectDelayMs?, maxReconnectDelayMs?, idleMs?,
  *                                 completeTimeoutMs?})
  *     url: "ws://host/ws/<room>" (also http(s):// or, in a browser, relative "/ws/<room>").
  *     clientId: stable id of this instance (8-64 of [A-Za-z0-9_-]); random by default. Never
  *       give two instances the same id: seq restarts at 1 in a new instance and the server
  *       drops a (client, seq) it has seen.
+ *     clientSecret: the secret the server gave this client id in this room (doc.clientSecret),
+ *       for an application that keeps a client id and its unconfirmed edits across page loads;
+ *       without it, a client id the room has seen is refused (close 4403).
  *   doc.on(event, fn) -> unsubscribe function; doc.off(event, fn)
  *     "ready"   {text, version, users, cursors, access}  first init; the text is usable from
  *               here on, and `access` ("edit" | "view") says whether this connection may edit
@@ -71,6 +75,7 @@
  *   doc.reconnect()                         retry now instead of after the backoff delay
  *   doc.close()                             unconfirmed edits are dropped: wait for pending false
  *   doc.text, doc.version, doc.users, doc.cursors, doc.status, doc.hasPendingChanges,
+ *   doc.clientSecret (keep it with the client id and unconfirmed edits, if you store those),
  *   doc.access ("edit" | "view" from init; null before it, or from a server that does not say),
  *   doc.readOnly (true from init on a view connection, or once the server answers `forbidden`),
  *   doc.error
@@ -616,6 +621,7 @@ export class CollabClient {
     url,
     name,
     clientId = randomClientId(),
+    clientSecret,
     token,
     WebSocket = globalThis.WebSocket,
     minReconnectDelayMs = 250,
@@ -643,6 +649,9 @@ export class CollabClient {
     this._token = token;
     this._WebSocket = WebSocket;
     this.clientId = clientId;
+    // Binds clientId in the room: sent on every connection once known (the first init has it).
+    this._clientSecret = clientSecret ?? null;
+    this._refusal = null; // why the server refused this connection, before its close
     this._minDelay = minReconnectDelayMs;
     this._maxDelay = maxReconnectDelayMs;
     this._idleMs = idleMs;
@@ -705,6 +714,11 @@ export class CollabClient {
 
   get status() {
     return this._status;
+  }
+
+  /** The secret binding our client id in the room (null until the first init). */
+  get clientSecret() {
+    return this._clientSecret;
   }
 
   /** True while local edits are not yet confirmed by the server. */
@@ -893,6 +907,7 @@ export class CollabClient {
     const url = new URL(this._url);
     url.searchParams.set("mode", "ops");
     url.searchParams.set("client", this.clientId);
+    if (this._clientSecret !== null) url.searchParams.set("client_secret", this._clientSecret);
     if (this._name !== undefined) url.searchParams.set("name", this._name);
     if (this._token !== undefined) url.searchParams.set("token", this._token);
     // Resume: init then carries every op after our version (contract 3.2).
@@ -920,6 +935,7 @@ export class CollabClient {
   }
 
   _onClose(code) {
+    const refusal = this._refusal;
     this._detach();
     const final = FINAL_CLOSES.get(code);
     if (!final) {
@@ -927,7 +943,7 @@ export class CollabClient {
       return;
     }
     this._stopTimers();
-    this.error = {code: final[0], message: final[1], closeCode: code};
+    this.error = {code: final[0], message: refusal ?? final[1], closeCode: code};
     this._setStatus("closed");
     this._emit("error", this.error);
   }
@@ -935,6 +951,7 @@ export class CollabClient {
   /** Let go of the current socket (it may still be open) and forget what it owed us. */
   _detach() {
     this._socket = null;
+    this._refusal = null;
     clearTimeout(this._idleTimer);
     clearTimeout(this._rateLimitTimer);
     this._idleTimer = this._rateLimitTimer = null;
@@ -1060,6 +1077,7 @@ export class CollabClient {
   _onInit(init) {
     this._connectedAt = Date.now();
     this.userId = init.user_id;
+    if (init.client_secret) this._clientSecret = init.client_secret;
     this.users = init.users;
     if (init.access === "edit" || init.access === "view") {
       // Known before the first edit: a view connection never shows text it cannot keep.
@@ -1258,6 +1276,12 @@ export class CollabClient {
   }
 
   _onServerError({code, message}) {
+    if (code === "forbidden" && this._status !== "connected") {
+      // Before init: the connection itself is refused (our client id with a wrong secret); the
+      // close 4403 that follows reports it, with this message.
+      this._refusal = message;
+      return;
+    }
     if (code === "version_too_old" && this._expectVersionTooOld) {
       this._expectVersionTooOld = false;
       return;
