@@ -303,27 +303,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.close(CLOSE_FORBIDDEN)
             return
         try:
-            params, refusal = parse_query(query_string), None
+            params = parse_query(query_string)
         except ProtocolError as error:
-            params, refusal = None, error
-        client = credentials.get("client")
-        if not await identity.client_admit(
-            room_id=room_id,
-            client=client,
-            secret=credentials.get("client_secret"),
-            claim=refusal is None,
-        ):
-            await self.send_error(
-                ProtocolError(
-                    FORBIDDEN,
-                    f"client id {client!r} is taken in this room: pass its client_secret",
-                )
-            )
-            await self.close(CLOSE_FORBIDDEN)
-            return
-        if refusal is not None:
-            await self.send_error(refusal)
-            await self.close(CLOSE_BAD_REQUEST)
+            await self.refuse(credentials, error)
             return
         self.user_id = identity.user_id_new()
         self.client_id = params["client"] or self.user_id
@@ -342,11 +324,37 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.live.catch_up()
         if params["version"] is not None and params["version"] > self.live.version:
             await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
-            await self.send_error(
-                ProtocolError(BAD_MESSAGE, f"version {params['version']} is ahead of the room")
+            await self.refuse(
+                credentials,
+                ProtocolError(BAD_MESSAGE, f"version {params['version']} is ahead of the room"),
             )
-            await self.close(CLOSE_BAD_REQUEST)
             return
+        # Last of the checks: a chosen client id seen for the first time is bound here, when
+        # nothing but sending init is left to do.
+        admission = await identity.client_admit(
+            room_id=room_id,
+            client=params["client"],
+            secret=credentials.get("client_secret"),
+            claim=True,
+        )
+        if admission is None:
+            await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
+            await self.refuse_client(params["client"])
+            return
+        try:
+            users = await self.send_init(params["version"])
+        except BaseException:
+            if admission == "claimed":
+                # Its secret never left: free the id for this client's next attempt.
+                await identity.client_release(room_id=room_id, client=params["client"])
+            raise
+        self.live.members.add(self)
+        await self.deliver_through(self.live.version)  # committed while init was on its way
+        await self.announce("room.join", users)
+
+    async def send_init(self, resume_from: int | None) -> list[dict[str, Any]]:
+        """Enter the room's presence and send init; returns the users list it carried."""
+        room_id = self.live.room_id
         users = await presence.presence.enter(
             room_id, user_id=self.user_id, name=self.name, color=self.color
         )
@@ -370,14 +378,36 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             # Editors make a view connection read-only before anything is refused.
             "access": self.access,
         }
-        if self.mode == "ops" and params["version"] is not None:
+        if self.mode == "ops" and resume_from is not None:
             # Resume: everything after the client's version, its own in-flight op included.
-            changes = await self.live.changes_between(params["version"], head)
+            changes = await self.live.changes_between(resume_from, head)
             init["ops"] = [change.entry() for change in changes]
         await self.send_json(init)
-        self.live.members.add(self)
-        await self.deliver_through(self.live.version)  # committed while init was on its way
-        await self.announce("room.join", users)
+        return users
+
+    async def refuse(self, credentials: dict[str, str], error: ProtocolError) -> None:
+        """Close a connection whose query is invalid (4400), unless the client id it names is
+        bound and its secret missing: that 4403 comes first. Either way the id is not bound."""
+        client = credentials.get("client")
+        admission = await identity.client_admit(
+            room_id=self.live.room_id,
+            client=client,
+            secret=credentials.get("client_secret"),
+            claim=False,
+        )
+        if admission is not None:
+            await self.send_error(error)
+            await self.close(CLOSE_BAD_REQUEST)
+        else:
+            await self.refuse_client(client)
+
+    async def refuse_client(self, client: str) -> None:
+        await self.send_error(
+            ProtocolError(
+                FORBIDDEN, f"client id {client!r} is taken in this room: pass its client_secret"
+            )
+        )
+        await self.close(CLOSE_FORBIDDEN)
 
     async def disconnect(self, code: int) -> None:
         live = self.live

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from typing import Literal
 
 from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
@@ -37,6 +38,8 @@ USER_ID_CHECK_BYTES = 3
 USER_ID_LENGTH = 12
 _USER_ID_PERSON = b"collab-user-id"  # blake2b personalization: this checksum and no other
 _SECRET_SALT = "rooms.identity.client_secret"
+
+Admission = Literal["claimed", "admitted"]
 
 
 def user_id_new() -> str:
@@ -81,20 +84,25 @@ def client_secret_valid(room_id: str, client: str, presented: str) -> bool:
 
 async def client_admit(
     *, room_id: str, client: str | None, secret: str | None, claim: bool
-) -> bool:
+) -> Admission | None:
     """Whether a connection naming `client` (None: none, it gets its user id) with `secret` may
-    use that client id in the room.
+    use that client id in the room: "claimed" when this call bound it to the connection,
+    "admitted" when it needed no binding or the secret opened it, None when it is refused.
 
-    A client id that is not bound yet is bound to this connection when `claim` is true (its
-    other query parameters are valid, so it will get its secret in `init`); otherwise it is only
-    looked up, so that a refused connection leaves the id free.
+    A client id that is not bound yet is bound only when `claim` is true (nothing but init is
+    left to send), so that a connection refused for another reason leaves it free.
     """
     if client is None or not CLIENT_ID_RE.fullmatch(client):
-        return True  # the default client id, or a malformed one that the query check refuses
+        return "admitted"  # the default client id, or a malformed one the query check refuses
     if secret is not None and client_secret_valid(room_id, client, secret):
-        return True
+        return "admitted"
     if user_id_issued(client):
-        return False
+        return None
     if claim:
-        return await store.client_claim(room_id, client)
-    return not await store.client_bound(room_id, client)
+        return "claimed" if await store.client_claim(room_id, client) else None
+    return None if await store.client_bound(room_id, client) else "admitted"
+
+
+async def client_release(*, room_id: str, client: str) -> None:
+    """Undo a claim whose connection failed before its init (and secret) went out."""
+    await store.client_release(room_id, client)

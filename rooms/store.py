@@ -363,3 +363,9 @@ def client_claim(room_id: str, client: str) -> bool:
 def client_bound(room_id: str, client: str) -> bool:
     """Whether `client` is bound in the room."""
     return ClientBinding.objects.filter(room_id=room_id, client=client).exists()
+
+
+@database_sync_to_async
+def client_release(room_id: str, client: str) -> None:
+    """Unbind `client` in the room."""
+    ClientBinding.objects.filter(room_id=room_id, client=client).delete()

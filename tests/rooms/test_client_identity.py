@@ -7,13 +7,16 @@ tests/e2e/test_client_identity.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+import redis
 from channels.db import database_sync_to_async
 
-from rooms import document, identity, store
+from rooms import document, identity, presence, store
 from rooms.models import ClientBinding, Op, Room
+from rooms.presence import RedisPresence
 from tests.rooms.wsclient import Client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -219,6 +222,37 @@ async def test_a_refused_query_does_not_bind_a_new_client_id(room):
     assert messages[0]["code"] == "bad_message"
     assert await ClientBinding.objects.filter(room_id=room.id).acount() == 0
     alice = await connected(room.id, f"?mode=ops&client={VICTIM}")  # still free
+    await alice.close()
+
+
+async def test_a_version_ahead_of_the_room_is_refused_after_the_client_secret(room):
+    victim = await connected(room.id, f"?mode=ops&client={VICTIM}")
+    messages, code = await refused(room.id, f"?mode=ops&client={VICTIM}&version=99")
+    assert code == 4403
+    assert_forbidden(messages)
+    messages, code = await refused(room.id, "?mode=ops&client=a-new-client&version=99")
+    assert code == 4400
+    assert (
+        await ClientBinding.objects.filter(room_id=room.id, client="a-new-client").aexists()
+        is False
+    )
+    await victim.close()
+
+
+async def test_a_connection_that_fails_before_its_init_leaves_its_new_client_id_free(
+    room, monkeypatch
+):
+    # Presence on a Redis that is not there: a real failure after the client id was claimed.
+    monkeypatch.setattr(presence, "presence", RedisPresence("redis://127.0.0.1:9/0"))
+    failing = Client(f"/ws/{room.id}?mode=ops&client={VICTIM}")
+    accepted, _ = await failing.communicator.connect(timeout=3)
+    assert accepted
+    with pytest.raises(redis.exceptions.ConnectionError):  # the connection ends with it
+        await asyncio.wait_for(failing.communicator.future, timeout=3)
+    monkeypatch.undo()
+    assert await ClientBinding.objects.filter(room_id=room.id).acount() == 0
+    alice = await connected(room.id, f"?mode=ops&client={VICTIM}")  # its retry gets in
+    assert alice.init["client_secret"] == identity.client_secret(room.id, VICTIM)
     await alice.close()
 
 
