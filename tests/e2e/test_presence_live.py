@@ -228,11 +228,10 @@ async def test_a_user_who_reconnects_with_the_same_client_id_keeps_the_colour(sh
     async with entered(shared_server, room_id, "name=watcher") as (watcher, _):
         colours = []
         user_ids = []
+        query = "name=carol&client=carol-stable-id"
         for _ in range(3):
-            async with entered(shared_server, room_id, "name=carol&client=carol-stable-id") as (
-                _,
-                init,
-            ):
+            async with entered(shared_server, room_id, query) as (_, init):
+                query = f"name=carol&client=carol-stable-id&client_secret={init['client_secret']}"
                 me = by_id(init["users"])[init["user_id"]]
                 assert_user(me, init["user_id"], "carol")
                 seen = (await joined(watcher, init["user_id"]))["users"]
