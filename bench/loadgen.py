@@ -105,7 +105,7 @@ class Client:
 
 async def _connect(
     ws_base: str, client: Client, sem: asyncio.Semaphore, query: str = "", origin: str | None = None
-) -> None:
+) -> dict[str, Any]:
     from bench.targets import ws_connect
 
     async with sem:
@@ -117,6 +117,7 @@ async def _connect(
         if init.get("type") != "init":
             raise RuntimeError(f"expected init, got {init}")
         client.known_version = init["version"]
+        return init
 
 
 async def _receive(client: Client, window: list[int]) -> None:
@@ -516,11 +517,13 @@ class StormClient(Client):
     version it saw and `client` = its stable id, then sends everything not acked (the op in
     flight at the drop, same seq, and what was typed meanwhile). A text client types nothing
     while away, reconnects and takes the whole text from init. Until everyone is back (the
-    parent's go), what is typed waits, so that the storm's window holds no live typing."""
+    parent's go), what is typed waits, so that the storm's window holds no live typing. An ops
+    client resumes with the client secret its first init gave it, as real clients do."""
 
     __slots__ = (
         "back_ns",
         "client_id",
+        "client_secret",
         "flushed",
         "live",
         "lost",
@@ -537,6 +540,7 @@ class StormClient(Client):
         super().__init__({**spec, "acks": False})  # acks are matched in `pending` instead
         self.tracks_acks: bool = spec.get("acks", True)
         self.client_id: str = spec["client_id"]
+        self.client_secret: str | None = None  # from the first init (servers that bind ids)
         # Edits not acked yet, in order: n -> mark (ops acks carry the seq, text acks come in
         # order). For a server that never acks (the prototype) it stays empty.
         self.pending: dict[int, str] = {}
@@ -553,7 +557,10 @@ class StormClient(Client):
     def query(self, resume: bool) -> str:
         if self.mode != "ops":
             return ""
-        return f"&client={self.client_id}" + (f"&version={self.known_version}" if resume else "")
+        query = f"&client={self.client_id}"
+        if resume and self.client_secret is not None:
+            query += f"&client_secret={self.client_secret}"
+        return query + (f"&version={self.known_version}" if resume else "")
 
     def op_frame(self, seq: int, mark: str) -> str:
         frame = {"type": "op", "version": self.known_version, "seq": seq, "op": [mark]}
@@ -723,10 +730,11 @@ async def job_storm(conn, job: dict[str, Any]) -> dict[str, Any]:
     clients = [StormClient(spec) for spec in job["clients"]]
     origin = _origin(job["ws_base"])
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    await asyncio.gather(
+    inits = await asyncio.gather(
         *(_connect(job["ws_base"], c, sem, c.query(resume=False), origin) for c in clients)
     )
-    for c in clients:
+    for c, init in zip(clients, inits, strict=True):
+        c.client_secret = init.get("client_secret")
         c.live = True
         c.receiver = asyncio.create_task(_storm_receive(c, c.ws))
     conn.send(("ready", {"clients": len(clients)}))
