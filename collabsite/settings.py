@@ -63,6 +63,9 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or secret_key_load(
     path=Path(env.str("DJANGO_SECRET_KEY_FILE", default=str(BASE_DIR / ".secret_key")))
 )
 secret_key_check(key=SECRET_KEY, debug=DEBUG)
+# Keys DJANGO_SECRET_KEY had before, still accepted (comma-separated): what they signed (sessions,
+# the client secrets that open editors resume with) stays valid after a change of key.
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", cast=str.strip, default=[])
 ALLOWED_HOSTS = env.list(
     "DJANGO_ALLOWED_HOSTS", cast=str.strip, default=["localhost", "127.0.0.1", "[::1]"]
 )

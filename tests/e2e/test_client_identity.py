@@ -297,6 +297,31 @@ async def test_a_client_id_stays_bound_across_a_restart(server: LiveServer):
     await editor.close()
 
 
+async def test_a_new_secret_key_keeps_editors_whose_old_key_is_a_fallback(tmp_path):
+    old_key, new_key = ("old-" + "k" * 60), ("new-" + "n" * 60)
+    server = LiveServer(tmp_path / "server", env={"DJANGO_SECRET_KEY": old_key})
+    with server:
+        room_id = create_room(server.http_url, "hello")
+        editor, init = await opened(server.ws_base, room_id, f"mode=ops&client={VICTIM}")
+        await editor.close()
+        query = f"mode=ops&client={VICTIM}&client_secret={init['client_secret']}"
+
+        server.env["DJANGO_SECRET_KEY"] = new_key
+        server.restart()  # the key changed, the old one forgotten
+        assert_forbidden(*(await refusal(server.ws_base, room_id, query)))
+
+        server.env["DJANGO_SECRET_KEY_FALLBACKS"] = old_key
+        server.restart()
+        again, resumed = await opened(server.ws_base, room_id, query)
+        assert resumed["client_secret"] != init["client_secret"]  # reissued under the new key
+        await again.close()
+        fresh = f"mode=ops&client={VICTIM}&client_secret={resumed['client_secret']}"
+        del server.env["DJANGO_SECRET_KEY_FALLBACKS"]
+        server.restart()  # once the old key is dropped, the new secret still opens it
+        latest, _ = await opened(server.ws_base, room_id, fresh)
+        await latest.close()
+
+
 # -- two processes (PostgreSQL and Redis) ----------------------------------------------------
 
 
