@@ -33,6 +33,13 @@ ACCEPTED_TOKEN_QUERIES = {
     "repeated, last wins": "token=wrong&token={secret}",
     "after other keys": "x=1&%74oken={secret}&y=2",
 }
+# Spellings of `client_secret` that the WebSocket accepts (each opens the bound client id).
+ACCEPTED_CLIENT_SECRET_QUERIES = {
+    "plain": "client_secret={secret}",
+    "percent-encoded c": "%63lient_secret={secret}",
+    "percent-encoded underscore": "client%5Fsecret={secret}",
+    "repeated, last wins": "client_secret=wrong&client_secret={secret}",
+}
 # Secret-named keys the server does not take as a token; they still carry secrets to hide.
 OTHER_SECRET_QUERIES = {
     "upper case": "TOKEN={secret}",
@@ -118,3 +125,20 @@ async def test_secret_named_keys_the_server_ignores_are_redacted_too(any_server)
     assert f"/rooms/{rid}" in log
     for name, secret in zip(OTHER_SECRET_QUERIES, secrets_sent, strict=True):
         assert secret not in log, name
+
+
+async def test_every_accepted_spelling_of_client_secret_is_redacted(any_server):
+    room = private_room(any_server)
+    rid, token = room["room_id"], room["token"]
+    client = f"redact-{secrets.token_hex(4)}"
+    first = f"/ws/{rid}?token={token}&mode=ops&client={client}"
+    async with websockets.connect(f"{any_server.ws_base}{first}", open_timeout=WAIT_S) as ws:
+        async with asyncio.timeout(WAIT_S):
+            secret = json.loads(await ws.recv())["client_secret"]
+    for name, query in ACCEPTED_CLIENT_SECRET_QUERIES.items():
+        spelled = query.format(secret=secret)
+        assert await opens(any_server, rid, f"token={token}&client={client}&{spelled}"), name
+    assert not await opens(any_server, rid, f"token={token}&client={client}"), "it is bound"
+    log = await logged_up_to_a_marker(any_server)
+    assert f"/ws/{rid}" in log, "the connections are logged"
+    assert secret not in log
