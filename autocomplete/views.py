@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from autocomplete import completion
-from rooms import access, store
+from rooms import access, accounts, store
 from rooms.live import live_rooms
 from rooms.models import Room
 from rooms.protocol import is_valid_room_id, json_error
@@ -27,7 +27,7 @@ class RoomText(NamedTuple):
 
 async def load_room_text(request: HttpRequest, room_id: str) -> RoomText | HttpResponse | None:
     """The room's current code and version; None if there is no such room; a 403 response
-    when the room is private and the request has no valid token (rooms.access decides).
+    when the room is private and the request may not read it (rooms.access decides).
 
     The current text is the head of the live room when this process has it (its editors are
     connected here) and it is not behind the database, else the stored copy (`Room.code`, up to
@@ -35,8 +35,13 @@ async def load_room_text(request: HttpRequest, room_id: str) -> RoomText | HttpR
     room = await Room.objects.filter(id=room_id).afirst()
     if room is None:
         return None
-    if access.room_access(room, access.request_token(request)) is None:
-        return json_error(403, "this room is private: pass its token")
+    if room.private:  # reading the session or an API token is database work: only when needed
+        try:
+            allowed = await database_sync_to_async(access.request_access)(request, room)
+        except accounts.Refused as refused:
+            return refused.response
+        if allowed is None:
+            return json_error(403, "this room is private: pass its token, or sign in as a member")
     live = live_rooms.get(room_id)
     if live is not None and live.version >= room.version:
         return RoomText(live.text, live.version)

@@ -238,6 +238,17 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Accounts are django.contrib.auth's: its sign-in page, and where people land after signing in
+# (unless the sign-in page was given a `next`) and out.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/my-rooms/"
+LOGOUT_REDIRECT_URL = "/"
+
+# Password reset e-mails: printed on the server's console by default; EMAIL_URL names an SMTP
+# server instead (django-environ's form: smtp+tls://user:password@smtp.example.com:587).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="collabsite <noreply@localhost>")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -24,7 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from autocomplete import completion
-from rooms import access, document, identity, metrics, ot, presence, sockets
+from rooms import access, accounts, document, identity, metrics, ot, presence, sockets
 from rooms.changes import Change
 from rooms.groups import group_name
 from rooms.limits import TokenBucket
@@ -298,7 +298,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             return
         query_string = self.scope.get("query_string", b"")
         credentials = query_credentials(query_string)
-        self.access = access.room_access(self.live, credentials.get("token"))
+        user = self.scope.get("user")  # rooms/websocket_auth.py
+        self.account = user if user is not None and user.is_authenticated else None
+        self.token = credentials.get("token")
+        self.access = await self.access_now()
+        access_version = self.live.access_version
         if self.access is None:
             await self.close(CLOSE_FORBIDDEN)
             return
@@ -310,7 +314,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.user_id = identity.user_id_new()
         self.client_id = params["client"] or self.user_id
         self.mode = params["mode"]
-        self.name = params["name"] or f"guest-{self.user_id[:5]}"
+        if self.account is not None:
+            self.name = accounts.display_name(self.account)  # stamped: no client picks it
+        else:
+            self.name = params["name"] or f"guest-{self.user_id[:5]}"
         self.color = presence.color_for(self.client_id)
         self.rate = TokenBucket(settings.COLLAB_RATE_BURST, settings.COLLAB_RATE_PER_S)
         self.cursor = CursorThrottle(self.publish_cursor)
@@ -351,6 +358,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.live.members.add(self)
         await self.deliver_through(self.live.version)  # committed while init was on its way
         await self.announce("room.join", users)
+        if self.live.access_version != access_version:
+            await self.access_apply()  # changed before the room could tell this connection
 
     async def send_init(self, resume_from: int | None) -> list[dict[str, Any]]:
         """Enter the room's presence and send init; returns the users list it carried."""
@@ -436,8 +445,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     # -- receiving ---------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.joined:
-            return
+        if not self.joined or self.access is None:
+            return  # not in yet, or closing: its access was taken away
         self.last_heard = asyncio.get_running_loop().time()
         if not self.rate.take():
             metrics.rate_limited()
@@ -484,11 +493,14 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {message['type']!r}")
         if self.access == "view" and message["type"] in EDITING_TYPES:
-            raise ProtocolError(FORBIDDEN, "this connection has a view token: read-only")
+            raise ProtocolError(FORBIDDEN, "this connection may view this room, not edit it")
         await handler(self, message)
 
     async def on_join(self, message: dict[str, Any]) -> None:
-        self.name = valid_name(message.get("name"))
+        name = valid_name(message.get("name"))
+        if self.account is not None:
+            return  # a signed-in user is shown by their account's name, whatever they ask
+        self.name = name
         users = await presence.presence.rename(
             self.live.room_id, user_id=self.user_id, name=self.name
         )
@@ -598,6 +610,40 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_leave(self, message: dict[str, Any]) -> None:
         await self.close(CLOSE_NORMAL)
+
+    # -- access ------------------------------------------------------------------------------
+
+    async def access_now(self) -> access.Access | None:
+        """What this connection may do in its room now (rooms/access.py decides)."""
+        role = None
+        if self.account is not None and self.live.private:
+            role = await self.live.role_of(self.account.pk)
+        return access.room_access(self.live, role=role, token=self.token)
+
+    def access_recheck(self) -> None:
+        """Who may enter the room changed (rooms/live.py): decide again, in this connection's
+        turn, so no message of it is handled under half-changed access."""
+
+        async def recheck() -> None:
+            async with self.turn:
+                await self.access_apply()
+
+        self.start_side_task(recheck())
+
+    async def access_apply(self) -> None:
+        """A connection that lost its access gets error `forbidden` and close 4403; one whose
+        access changed gets an `access` message (docs/protocol.md)."""
+        if not self.joined or self.access is None:
+            return
+        now = await self.access_now()
+        if now == self.access:
+            return
+        self.access = now
+        if now is None:
+            await self.send_error(ProtocolError(FORBIDDEN, "your access to this room was removed"))
+            await self.close(CLOSE_FORBIDDEN)
+        else:
+            await self.send_json({"type": "access", "access": now})
 
     HANDLERS = {
         "join": on_join,

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rooms import access, following, metrics, ot, store
+from rooms import accounts, following, metrics, ot, store
 from rooms.changes import Change
 from rooms.live import LiveRoom, live_rooms
 from rooms.models import Op, Room
@@ -31,6 +31,9 @@ from rooms.protocol import (
     ProtocolError,
     new_room_id,
 )
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
 
 # Changes between two copies of the whole text into Room.code. Each change is durable in the op
 # log when it is acked; rewriting the text with every keystroke made a commit cost grow with the
@@ -204,23 +207,28 @@ async def cursor_at_head(
 # -- rooms (REST) ----------------------------------------------------------------------------
 
 
-def room_create(*, code: str = "", name: str = "") -> Room:
+def room_create(*, code: str = "", name: str = "", owner: AbstractBaseUser | None = None) -> Room:
     """Create a public room with a fresh random id; `code` is its text at version 0."""
-    return Room.objects.create(id=new_room_id(), code=code, initial_code=code, name=name)
+    return Room.objects.create(
+        id=new_room_id(), code=code, initial_code=code, name=name, owner=owner
+    )
 
 
-def room_create_private(*, code: str = "", name: str = "") -> tuple[Room, dict[str, str]]:
-    """Create a private room. Its tokens ({"token", "view_token"}) are returned only here:
-    the database keeps their hashes."""
-    tokens = {"token": access.token_new(), "view_token": access.token_new()}
+def room_create_private(
+    *, code: str = "", name: str = "", owner: AbstractBaseUser | None = None
+) -> tuple[Room, dict[str, str]]:
+    """Create a private room, open to its owner (if any) and its links. Its tokens
+    ({"token", "view_token"}) are returned only here: the database keeps their hashes."""
+    tokens = {"token": accounts.token_new(), "view_token": accounts.token_new()}
     room = Room.objects.create(
         id=new_room_id(),
         code=code,
         initial_code=code,
         name=name,
         private=True,
-        edit_token_hash=access.token_hash(tokens["token"]),
-        view_token_hash=access.token_hash(tokens["view_token"]),
+        owner=owner,
+        edit_token_hash=accounts.token_hash(tokens["token"]),
+        view_token_hash=accounts.token_hash(tokens["view_token"]),
     )
     return room, tokens
 

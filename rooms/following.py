@@ -2,9 +2,10 @@
 
 With several processes (docs/deploying.md), each process that has a room live subscribes once to
 the room's changes group (rooms/groups.py) and hands what arrives to its live room; a process
-that commits a change announces it there. A channel layer may drop a message, so the
-`RoomWatcher` also compares the live rooms with the database every COLLAB_VERSION_POLL_S. With
-one process (the in-process channel layer) there is nobody to follow and all of this is a no-op.
+that commits a change announces it there; changes of who may enter the room (rooms/sharing.py)
+travel the same way. A channel layer may drop a message, so the `RoomWatcher` also compares the
+live rooms' versions and access versions with the database every COLLAB_VERSION_POLL_S. With one
+process (the in-process channel layer) there is nobody to follow and all of this is a no-op.
 
 This module knows a live room only by what it calls on it (`Followed`): rooms/live.py subscribes
 each room it loads and starts the watcher, so imports go one way.
@@ -32,12 +33,19 @@ class Followed(Protocol):
 
     room_id: str
     version: int
+    access_version: int
 
     def change_at(self, version: int) -> Change | None: ...
 
     async def ingest(self, change: Change) -> None: ...
 
     async def reach(self, version: int) -> None: ...
+
+    async def access_refresh(self, version: int | None = None) -> None: ...
+
+
+# The channel-layer message that says a room's access changed (rooms/sharing.py).
+ACCESS_EVENT = "room.access"
 
 
 async def room_follow(room: Followed) -> asyncio.Task | None:
@@ -60,7 +68,10 @@ async def room_follow(room: Followed) -> asyncio.Task | None:
             while True:
                 event = await layer.receive(channel)
                 try:
-                    await room.ingest(Change.from_event(event))
+                    if event["type"] == ACCESS_EVENT:
+                        await room.access_refresh(event["access_version"])
+                    else:
+                        await room.ingest(Change.from_event(event))
                 except Exception:  # e.g. the database is down: the room watcher catches up later
                     logger.exception("room %s: taking a change from another process", room.room_id)
         finally:
@@ -78,8 +89,20 @@ async def change_announce(room_id: str, change: Change) -> None:
     await layer.group_send(changes_group_name(room_id), change.event())
 
 
+async def access_announce(room_id: str, access_version: int) -> None:
+    """Tell the room's other processes that who may enter it changed (committed as
+    `access_version`), so that each refreshes its live room."""
+    layer = get_channel_layer()
+    if getattr(layer, "single_process", False):
+        return
+    await layer.group_send(
+        changes_group_name(room_id), {"type": ACCESS_EVENT, "access_version": access_version}
+    )
+
+
 class RoomWatcher:
-    """With several processes: delivers changes whose notification the channel layer lost.
+    """With several processes: delivers changes whose notification the channel layer lost, and
+    applies access changes whose notification it lost.
 
     A channel layer may drop a message (channels-redis does, silently). Versions make a gap
     visible to the next message, but the last change of a burst has no next message; so every
@@ -113,10 +136,13 @@ class RoomWatcher:
             return
         versions = await store.room_versions([live.room_id for live in rooms])
         for live in rooms:
-            if versions.get(live.room_id, 0) > live.version:
-                await live.reach(versions[live.room_id])
+            version, access_version = versions.get(live.room_id, (0, 0))
+            if version > live.version:
+                await live.reach(version)
                 if (latest := live.change_at(live.version)) is not None:
                     await change_announce(live.room_id, latest)
+            if access_version > live.access_version:
+                await live.access_refresh(access_version)
 
 
 room_watcher = RoomWatcher()

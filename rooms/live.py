@@ -4,8 +4,10 @@ Each process keeps a `LiveRoom` per room that has connections here: the head tex
 and the recent changes, so that transforming and delivering a change needs no database read.
 rooms/document.py changes a live room (under its lock) once a change is committed; the room
 then delivers it to its members, the connections of this process (rooms/consumers.py), and
-rooms/following.py brings in the changes other processes commit. What reaches the sockets is
-described in docs/protocol.md.
+rooms/following.py brings in the changes other processes commit. A live room also holds who may
+enter it (the link fields and the roles of the accounts connected here), refreshed whenever
+rooms/sharing.py changes that, so that each connection decides its access again at once
+(rooms/access.py decides). What reaches the sockets is described in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from collections import deque
 from typing import Protocol
 
-from rooms import following, metrics, ot, store
+from rooms import access, following, metrics, ot, store
 from rooms.changes import Change
 from rooms.protocol import encode_frame
 
@@ -31,6 +33,9 @@ class Member(Protocol):
 
     def deliver_now(self) -> None:
         """Send, without waiting, every committed change this connection has not seen yet."""
+
+    def access_recheck(self) -> None:
+        """Decide this connection's access again: who may enter the room has changed."""
 
 
 class LiveRoom:
@@ -53,16 +58,24 @@ class LiveRoom:
         edit_token_hash: str = "",
         view_token_hash: str = "",
         code_version: int = 0,
+        link_access: str = "edit",
+        access_version: int = 0,
     ) -> None:
         self.room_id = room_id
         self.name = name
         self.text = text
         self.version = version
         self.code_version = code_version  # the version of the text copy in Room.code
-        # What rooms.access.room_access reads; a room's privacy never changes once created.
+        # What rooms.access.room_access reads, as of `access_version` (rooms/sharing.py raises
+        # it with every change); a room's privacy never changes once created.
         self.private = private
+        self.link_access = link_access
         self.edit_token_hash = edit_token_hash
         self.view_token_hash = view_token_hash
+        self.access_version = access_version
+        # The role (None: none) of each account that connected here, kept for the room's life.
+        self.roles: dict[int, str | None] = {}
+        self.access_lock = asyncio.Lock()
         self.recent: deque[Change] = deque(maxlen=RECENT_CHANGES_KEPT)
         self.lock = asyncio.Lock()
         self.connections = 0
@@ -166,6 +179,43 @@ class LiveRoom:
             async with self.lock:
                 await self.catch_up()
 
+    # -- who may enter ----------------------------------------------------------------------
+
+    async def role_of(self, user_id: int) -> str | None:
+        """An account's role here, read from the database at its first connection."""
+        if user_id in self.roles:
+            return self.roles[user_id]
+        read = await access.role_read(self.room_id, user_id)
+        if read is None:
+            return None  # the room was deleted meanwhile
+        role, version = read
+        self.roles[user_id] = role
+        if version != self.access_version:
+            # Read across a change of access: load the room's access as of now, roles included.
+            await self.access_refresh()
+        return self.roles[user_id]
+
+    async def access_refresh(self, version: int | None = None) -> None:
+        """Load who may enter again, if `version` (None: whatever it is now) is newer than what
+        this room holds, and have every connection decide its access again."""
+        if version is not None and version <= self.access_version:
+            return
+        async with self.access_lock:
+            if version is not None and version <= self.access_version:
+                return  # loaded while we waited
+            user_ids = list(self.roles)
+            state = await access.access_state_read(self.room_id, user_ids)
+            if state is None:
+                return  # the room was deleted: its connections go with the process
+            row, roles = state
+            self.link_access = row["link_access"]
+            self.edit_token_hash = row["edit_token_hash"]
+            self.view_token_hash = row["view_token_hash"]
+            self.access_version = row["access_version"]
+            self.roles.update({user_id: roles.get(user_id) for user_id in user_ids})
+        for member in tuple(self.members):
+            member.access_recheck()
+
     async def position_moved(self, positions: list[int], after: int, through: int) -> list[int]:
         """Positions at version `after`, moved through the changes up to `through`."""
         for change in await self.changes_between(after, through):
@@ -242,4 +292,15 @@ class LiveRooms:
 
 
 live_rooms = LiveRooms()
+
+
+async def access_changed(room_id: str, access_version: int) -> None:
+    """Who may enter a room changed (committed as `access_version`): its connections here and
+    on every other process decide their access again."""
+    live = live_rooms.get(room_id)
+    if live is not None:
+        await live.access_refresh(access_version)
+    await following.access_announce(room_id, access_version)
+
+
 metrics.rooms_live_counted_by(lambda: len(live_rooms))

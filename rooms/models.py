@@ -1,12 +1,31 @@
-"""The room's durable state: the op log, a snapshot of the text (Room.code at
-Room.code_version) that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past, and
-the client ids bound in the room (rooms/identity.py).
+"""The room's durable state: the op log, a snapshot of the text (Room.code at Room.code_version)
+that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past, and the client ids bound
+in the room (rooms/identity.py); who may enter a room (its owner, members and link access) with
+the record of every change to that; personal API tokens.
 
 rooms/document.py writes rooms and ops, rooms/identity.py client bindings (rooms/store.py holds
-the SQL of both); see docs/protocol.md for what versions, ops and client ids mean.
+the SQL of both), rooms/sharing.py access; rooms/access.py decides what access allows. See
+docs/protocol.md for what versions, ops, client ids and roles mean.
 """
 
+from django.conf import settings
 from django.db import models
+
+
+class Role(models.TextChoices):
+    """What a member may do in a room (rooms/access.py decides what each role gives)."""
+
+    OWNER = "owner"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+
+class LinkAccess(models.TextChoices):
+    """What a private room's links (its edit and view tokens) give to whoever holds them."""
+
+    EDIT = "edit", "can edit"
+    VIEW = "view", "can view"
+    NONE = "none", "no access"
 
 
 class Room(models.Model):
@@ -25,6 +44,21 @@ class Room(models.Model):
     private = models.BooleanField(default=False)
     edit_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
     view_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # The account that created the room (None: created without signing in). Its owner, with
+    # the members whose role is "owner", decides who else may enter (rooms/sharing.py).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_rooms",
+    )
+    link_access = models.CharField(
+        max_length=4, choices=LinkAccess.choices, default=LinkAccess.EDIT
+    )
+    # Raised by every change of who may enter (owner, members, link access, tokens): each
+    # process compares it with the copy its live room holds, so none keeps stale access.
+    access_version = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -78,3 +112,83 @@ class ClientBinding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room_id}/{self.client}"
+
+
+class RoomMember(models.Model):
+    """An account invited into a room with a role. The room's creator (`Room.owner`) is no row
+    here; a member whose role is "owner" shares its rights."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships"
+    )
+    role = models.CharField(max_length=6, choices=Role.choices)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "added_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="room_member_unique_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room_id} ({self.role})"
+
+
+class AccessChange(models.Model):
+    """Who changed a room's access, when and how: one row per change, never edited."""
+
+    class Action(models.TextChoices):
+        OWNER_CHANGED = "owner_changed", "owner changed"
+        MEMBER_ADDED = "member_added", "member added"
+        ROLE_CHANGED = "role_changed", "role changed"
+        MEMBER_REMOVED = "member_removed", "member removed"
+        LINK_ACCESS_CHANGED = "link_changed", "link access changed"
+        LINK_ROTATED = "link_rotated", "link rotated"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="access_changes")
+    at = models.DateTimeField(auto_now_add=True)
+    # The names are copied so the record still reads right after an account is renamed or
+    # deleted.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=16, help_text="session, api_token or admin")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    subject = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    subject_name = models.CharField(max_length=150, blank=True)
+    # A role, a link access or (owner changes) a user name; empty where there is none.
+    before = models.CharField(max_length=150, blank=True)
+    after = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.room_id}: {self.action} by {self.actor_name or '?'}"
+
+
+class ApiToken(models.Model):
+    """A personal API token: scripts act as its account (`Authorization: Bearer pat_...`).
+
+    Only a SHA-256 hash is kept, like room tokens (rooms/accounts.py); `hint` is the start of
+    the token, so its owner can tell tokens apart on the account page.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=64)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=12, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hint}…)"

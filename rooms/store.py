@@ -245,15 +245,16 @@ def _write_statements(placeholder: str) -> tuple[str, str, str]:
 
 
 @database_sync_to_async
-def room_versions(room_ids: list[str]) -> dict[str, int]:
-    """The committed version of each of these rooms."""
-    return dict(Room.objects.filter(id__in=room_ids).values_list("id", "version"))
+def room_versions(room_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """The committed version and access version of each of these rooms."""
+    rows = Room.objects.filter(id__in=room_ids).values_list("id", "version", "access_version")
+    return {room_id: (version, access_version) for room_id, version, access_version in rows}
 
 
 @database_sync_to_async
-def room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int] | None:
-    """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, and
-    the version of the copy in Room.code."""
+def room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int, str, int] | None:
+    """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, the
+    version of the copy in Room.code, link access and access version."""
     room = (
         Room.objects.filter(id=room_id)
         .only(
@@ -264,6 +265,8 @@ def room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int] | None:
             "private",
             "edit_token_hash",
             "view_token_hash",
+            "link_access",
+            "access_version",
         )
         .first()
     )
@@ -277,6 +280,8 @@ def room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int] | None:
         room.edit_token_hash,
         room.view_token_hash,
         room.code_version,
+        room.link_access,
+        room.access_version,
     )
 
 

@@ -8,6 +8,19 @@ urlpatterns = [
     re_path(r"^rooms/join/?$", views.room_join_view, name="room-join"),
     re_path(r"^rooms/?$", views.rooms_collection, name="rooms"),
     re_path(r"^rooms/(?P<room_id>[^/]+)/history/?$", views.room_history_view, name="room-history"),
+    # Sharing (docs/protocol.md, "Accounts and sharing").
+    re_path(r"^rooms/(?P<room_id>[^/]+)/members/?$", views.room_members_view, name="room-members"),
+    re_path(
+        r"^rooms/(?P<room_id>[^/]+)/members/(?P<username>[^/]+)/?$",
+        views.room_member_view,
+        name="room-member",
+    ),
+    re_path(r"^rooms/(?P<room_id>[^/]+)/link/?$", views.room_link_view, name="room-link"),
+    re_path(
+        r"^rooms/(?P<room_id>[^/]+)/link/rotate/?$",
+        views.room_link_rotate_view,
+        name="room-link-rotate",
+    ),
     re_path(r"^rooms/(?P<room_id>[^/]+)/?$", views.room_detail_view, name="room-detail"),
     # Operations (docs/deploying.md, "Health and metrics").
     re_path(r"^healthz/?$", views.healthz_view, name="healthz"),

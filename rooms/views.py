@@ -1,6 +1,8 @@
 """REST endpoints for rooms (docs/protocol.md, "REST"). JSON in, JSON out, errors included.
 
-Views only translate between HTTP and rooms/document.py (rooms/store.py for a room's text).
+Views only translate between HTTP and rooms/document.py (rooms/store.py for a room's text) and
+rooms/sharing.py (who may enter); rooms/accounts.py says who is asking and rooms/access.py what
+they may do.
 """
 
 import json
@@ -13,7 +15,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from rooms import access, document, health, metrics, ot, presence, store
+from rooms import access, accounts, document, health, metrics, ot, presence, sharing, store
 from rooms.limits import PerAddressLimit
 from rooms.models import Room
 from rooms.protocol import (
@@ -36,14 +38,16 @@ def room_body(room: Room) -> dict[str, Any]:
     }
 
 
-def only(method: str):
-    """Answer other methods with a JSON 405 instead of Django's empty response."""
+def only(*methods: str, message: str | None = None):
+    """Answer other methods with a JSON 405 instead of Django's empty response, and the
+    refusals of rooms/accounts.py and rooms/sharing.py with their JSON answers."""
+    allowed = {*methods, "HEAD"} if "GET" in methods else set(methods)
 
     def refusal(request: HttpRequest) -> JsonResponse | None:
-        if request.method == method or (method == "GET" and request.method == "HEAD"):
+        if request.method in allowed:
             return None
-        response = json_error(405, f"use {method}")
-        response["Allow"] = method
+        response = json_error(405, message or f"use {' or '.join(methods)}")
+        response["Allow"] = ", ".join(methods)
         return response
 
     def decorate(view):
@@ -59,9 +63,15 @@ def only(method: str):
             def wrapped(request: HttpRequest, *args, **kwargs):
                 if refused := refusal(request):
                     return refused
-                return view(request, *args, **kwargs)
+                try:
+                    return view(request, *args, **kwargs)
+                except accounts.Refused as refusal_:
+                    return refusal_.response
+                except sharing.SharingError as error:
+                    return json_error(error.status, error.message)
 
-        # An API for editors and scripts: it reads no cookies, so CSRF cannot apply.
+        # Exempt from the middleware: calls without a session (anonymous, link tokens, API
+        # tokens) need no CSRF token, and rooms/accounts.py checks it on session writes.
         return csrf_exempt(wrapped)
 
     return decorate
@@ -69,6 +79,13 @@ def only(method: str):
 
 def load_room(request: HttpRequest, room_id: str | None) -> Room | JsonResponse:
     """The room a request names, if it exists and the request may read it; else the error."""
+    room = find_room(room_id)
+    if isinstance(room, Room) and access.request_access(request, room) is None:
+        return json_error(403, "this room is private: pass its token, or sign in as a member")
+    return room
+
+
+def find_room(room_id: str | None) -> Room | JsonResponse:
     if not room_id:
         return json_error(400, "room id missing: pass ?id=<room_id>")
     if not is_valid_room_id(room_id):
@@ -76,8 +93,6 @@ def load_room(request: HttpRequest, room_id: str | None) -> Room | JsonResponse:
     room = document.room_get(room_id)
     if room is None:
         return json_error(404, f"no room {room_id!r}")
-    if access.room_access(room, access.request_token(request)) is None:
-        return json_error(403, "this room is private: pass its token")
     return room
 
 
@@ -99,12 +114,10 @@ def room_create_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"room_id": room.id, "ws_url": ws_url(room.id)})
 
 
-@csrf_exempt  # an API for editors and scripts: no cookies are read, so no CSRF risk
+@only("GET", "POST", message="use POST to create a room (or GET /rooms/create), GET to list yours")
 def rooms_collection(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
-        response = json_error(405, "use POST to create a room (or GET /rooms/create)")
-        response["Allow"] = "POST"
-        return response
+        return rooms_list(request)
     if refused := creation_refused(request):
         return refused
     try:
@@ -117,11 +130,35 @@ def rooms_collection(request: HttpRequest) -> JsonResponse:
     body = parse_create_body(raw)
     if isinstance(body, JsonResponse):
         return body
+    # Signed in (with the CSRF token, for a session), the caller owns the new room.
+    owner = accounts.request_identity(request).user
     if body["private"]:
-        room, tokens = document.room_create_private(code=body["code"], name=body["name"])
+        room, tokens = document.room_create_private(
+            code=body["code"], name=body["name"], owner=owner
+        )
     else:
-        room, tokens = document.room_create(code=body["code"], name=body["name"]), {}
+        room, tokens = document.room_create(code=body["code"], name=body["name"], owner=owner), {}
     return JsonResponse({"room_id": room.id, "ws_url": ws_url(room.id), **tokens}, status=201)
+
+
+def rooms_list(request: HttpRequest) -> JsonResponse:
+    """GET /rooms: the caller's rooms (owned, or as a member), newest activity first."""
+    user = accounts.request_account(request).user
+    return JsonResponse(
+        {
+            "rooms": [
+                {
+                    "room_id": room.id,
+                    "name": room.name,
+                    "private": room.private,
+                    "role": role,
+                    "updated_at": room.updated_at.isoformat(),
+                    "ws_url": ws_url(room.id),
+                }
+                for room, role in access.rooms_of(user)
+            ]
+        }
+    )
 
 
 def parse_create_body(raw: bytes) -> dict[str, Any] | JsonResponse:
@@ -179,6 +216,122 @@ def room_history_view(request: HttpRequest, room_id: str) -> JsonResponse:
             "ops": document.room_history(room, since=since),
         }
     )
+
+
+# -- sharing: members, link access, new links (rooms/sharing.py) ----------------------------
+
+
+def managed_room(
+    request: HttpRequest, room_id: str, *, manage: bool = True
+) -> tuple[Room, accounts.Identity, str | None] | JsonResponse:
+    """The room, the signed-in caller and their role, when the caller may manage its sharing
+    (`manage`), or see its members (any role)."""
+    room = find_room(room_id)
+    if isinstance(room, JsonResponse):
+        return room
+    identity = accounts.request_account(request)
+    role = access.room_role(room, identity.user)
+    if manage and not access.may_manage(role):
+        return json_error(403, "only the room's owners may change who has access")
+    if role is None:
+        return json_error(403, "only the room's members may see who has access")
+    return room, identity, role
+
+
+def actor(identity: accounts.Identity) -> sharing.Actor:
+    return sharing.Actor(identity.user, identity.via or "")
+
+
+def member_body(member: sharing.Member, *, with_email: bool) -> dict[str, Any]:
+    body = {
+        "username": member.user.get_username(),
+        "name": accounts.display_name(member.user),
+        "role": member.role,
+        "creator": member.creator,
+    }
+    if with_email:
+        body["email"] = member.user.email
+    return body
+
+
+@only("GET", "POST")
+def room_members_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    found = managed_room(request, room_id, manage=request.method == "POST")
+    if isinstance(found, JsonResponse):
+        return found
+    room, identity, role = found
+    manager = access.may_manage(role)
+    if request.method == "POST":
+        body = json_body(request)
+        if isinstance(body, JsonResponse):
+            return body
+        member = sharing.member_invite(
+            room=room, invitee=body.get("user"), role=body.get("role"), actor=actor(identity)
+        )
+        return JsonResponse(member_body(member, with_email=True), status=201)
+    return JsonResponse(
+        {
+            "room_id": room.id,
+            "members": [
+                member_body(member, with_email=manager) for member in sharing.room_members(room)
+            ],
+            "link_access": room.link_access,
+            "you": {"username": identity.user.get_username(), "role": role, "manage": manager},
+        }
+    )
+
+
+@only("PATCH", "DELETE")
+def room_member_view(request: HttpRequest, room_id: str, username: str) -> HttpResponse:
+    found = managed_room(request, room_id)
+    if isinstance(found, JsonResponse):
+        return found
+    room, identity, _ = found
+    if request.method == "DELETE":
+        sharing.member_remove(room=room, username=username, actor=actor(identity))
+        return HttpResponse(status=204)
+    body = json_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    member = sharing.member_role_set(
+        room=room, username=username, role=body.get("role"), actor=actor(identity)
+    )
+    return JsonResponse(member_body(member, with_email=True))
+
+
+@only("GET", "PUT")
+def room_link_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    found = managed_room(request, room_id)
+    if isinstance(found, JsonResponse):
+        return found
+    room, identity, _ = found
+    if request.method == "PUT":
+        body = json_body(request)
+        if isinstance(body, JsonResponse):
+            return body
+        sharing.link_access_set(room=room, access=body.get("access"), actor=actor(identity))
+        room.refresh_from_db(fields=["link_access"])
+    return JsonResponse({"room_id": room.id, "access": room.link_access})
+
+
+@only("POST")
+def room_link_rotate_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    found = managed_room(request, room_id)
+    if isinstance(found, JsonResponse):
+        return found
+    room, identity, _ = found
+    tokens = sharing.link_rotate(room=room, actor=actor(identity))
+    return JsonResponse({"room_id": room.id, "access": room.link_access, **tokens})
+
+
+def json_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
+    try:
+        body = json.loads(request.body or b"null", parse_constant=_reject)
+    except (ValueError, UnicodeDecodeError):
+        return json_error(400, "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return json_error(400, "the body must be a JSON object")
+    return body
 
 
 # -- operations: health and metrics (docs/deploying.md); no token, no room ids, no code ----
