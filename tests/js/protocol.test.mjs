@@ -331,6 +331,39 @@ test("forbidden (a view token) reverts local edits and makes the client read-onl
   doc.close();
 });
 
+test("access: view (a demotion) takes back unsent edits, leaves the op in flight to the server", () => {
+  const {doc, socket, changes} = start("abc", {}, {access: "edit"});
+  const accessEvents = [];
+  doc.on("access", (event) => accessEvents.push(event));
+  doc.applyLocalChange(3, 3, "1"); // in flight
+  doc.applyLocalChange(4, 4, "2"); // pending: never sent
+  socket().deliver({type: "access", access: "view"});
+  assert.deepEqual(accessEvents, [{access: "view"}]);
+  assert.equal(doc.readOnly, true);
+  assert.equal(doc.access, "view");
+  assert.equal(doc.text, "abc1");
+  assert.equal(changes.at(-1).reset, true);
+  assert.throws(() => doc.applyLocalChange(0, 0, "y"), /read-only/);
+  // The server acknowledges the op it handled before the change: it stays.
+  socket().deliver({type: "ack", version: 1, seq: 1});
+  assert.equal(doc.text, "abc1");
+  assert.equal(doc.hasPendingChanges, false);
+  assert.equal(socket().sentOfType("op").length, 1);
+  doc.close();
+});
+
+test("access: edit (a promotion) lets the client edit again, without reconnecting", () => {
+  const {doc, sockets, socket} = start("abc", {}, {access: "view"});
+  assert.equal(doc.readOnly, true);
+  socket().deliver({type: "access", access: "edit"});
+  assert.equal(doc.readOnly, false);
+  assert.equal(doc.access, "edit");
+  doc.applyLocalChange(0, 0, "x");
+  assert.deepEqual(socket().sentOfType("op").at(-1).op, ["x"]);
+  assert.equal(sockets.length, 1);
+  doc.close();
+});
+
 for (const [closeCode, code] of [
   [4404, "not_found"],
   [4403, "forbidden"],

@@ -168,7 +168,7 @@ def test_my_rooms_lists_owned_and_shared_rooms_and_needs_signing_in(browser):
 def test_account_pages_carry_the_editors_security_headers(path):
     response = Client().get(path)
     assert "script-src 'self'" in response["Content-Security-Policy"]
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
 
 
 def test_the_editor_page_tells_a_signed_in_owner_it_may_share(browser):

@@ -57,8 +57,12 @@
  *               reconnect, when cursors of users no longer listed are gone from doc.cursors
  *     "cursor"  {user, anchor, head}  another user's cursor, UTF-16 offsets in the current text
  *     "typing"  {user, typing}
+ *     "access"  {access}  the server changed what this connection may do ("edit" | "view"):
+ *               an owner changed our role or the room's link access; on "view", local edits
+ *               not sent yet are taken back (a "change" event with `reset: true` shows it)
  *     "error"   {code, message[, closeCode]}  server errors (contract section 4); closes 4400/
- *               4403/4404 (codes "bad_request", "forbidden", "not_found"; final); "protocol"
+ *               4403/4404 (codes "bad_request", "forbidden", "not_found"; final: 4403 also
+ *               when an owner removed our access while connected); "protocol"
  *               when the client had to resync or reload; "connect" when no socket could be made
  *   doc.applyLocalChange(from, to, insert)  replace [from, to) (UTF-16, current text) by insert
  *   doc.replaceText(newText)                the same as one diff hunk (for textarea bindings)
@@ -77,7 +81,8 @@
  *   doc.text, doc.version, doc.users, doc.cursors, doc.status, doc.hasPendingChanges,
  *   doc.clientSecret (keep it with the client id and unconfirmed edits, if you store those),
  *   doc.access ("edit" | "view" from init; null before it, or from a server that does not say),
- *   doc.readOnly (true from init on a view connection, or once the server answers `forbidden`),
+ *   doc.readOnly (true from init on a view connection, once the server answers `forbidden`, or
+ *     while an `access` message says "view"),
  *   doc.error
  *   Also exported: `ot` (the op type), `toCodePointOffset`, `toUtf16Offset`, `mapOffset`.
  *
@@ -599,7 +604,7 @@ const OPEN = 1; // WebSocket.OPEN, the same in browsers and in `ws`
 // Closes after which retrying cannot help (contract section 3).
 const FINAL_CLOSES = new Map([
   [4400, ["bad_request", "the server refused the connection parameters"]],
-  [4403, ["forbidden", "this private room needs a valid token"]],
+  [4403, ["forbidden", "no access to this room: it needs a valid link, or an account invited into it"]],
   [4404, ["not_found", "no such room"]],
 ]);
 const CURSOR_INTERVAL_MS = 50;
@@ -1066,6 +1071,8 @@ export class CollabClient {
         return this._emit("typing", {user: message.user, typing: message.typing});
       case "completions":
         return this._onCompletions(message);
+      case "access":
+        return this._onAccess(message.access);
       case "error":
         return this._onServerError(message);
       default:
@@ -1308,6 +1315,40 @@ export class CollabClient {
       }, RATE_LIMIT_RETRY_MS);
     }
     this._emit("error", {code, message});
+  }
+
+  /**
+   * The server changed what this connection may do (an owner changed our role or the room's
+   * link access). On "view", edits not sent yet are taken back: they could never be applied. An
+   * op in flight is left to the server, which acknowledges it (it came first) or refuses it
+   * with `forbidden`, which takes it back too.
+   */
+  _onAccess(access) {
+    if (access !== "edit" && access !== "view") return;
+    this.access = access;
+    this.readOnly = access === "view";
+    if (this.readOnly) this._dropPending();
+    else this._flush();
+    this._emit("access", {access});
+  }
+
+  _dropPending() {
+    if (!this._pending) return;
+    const before = this._text;
+    this._pending = null;
+    this._text = this._inflight ? apply(this._serverText, this._inflight.op) : this._serverText;
+    const change = diff(before, this._text);
+    this._moveCursors(change);
+    this._setStatus(this._status);
+    if (change.length) {
+      this._emit("change", {
+        changes: opToChanges(before, change),
+        text: this._text,
+        version: this._version,
+        user: null,
+        reset: true,
+      });
+    }
   }
 
   _onCompletions({id, items, incomplete}) {

@@ -79,11 +79,15 @@ function roomLink(roomId, token) {
   return link.href;
 }
 
-/** JSON over REST; the token goes in a header, never in the URL. Throws {status, message}. */
+/**
+ * JSON over REST; the token goes in a header, never in the URL. Signed in, the session cookie
+ * rides along, so writes carry the CSRF token the page was given. Throws {status, message}.
+ */
 async function api(path, {method = "GET", body, token} = {}) {
   const headers = {Accept: "application/json"};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
+  if (config.csrfToken && method !== "GET") headers["X-CSRFToken"] = config.csrfToken;
   let response;
   try {
     response = await fetch(path, {method, headers, body: body && JSON.stringify(body)});
@@ -269,7 +273,9 @@ async function openRoom(roomId) {
     room = await api(`/rooms/${encodeURIComponent(roomId)}`, {token});
   } catch (failure) {
     const reasons = {
-      403: "This room is private. Open it with the full link its owner shared (it ends in #token=…).",
+      403: config.account
+        ? `You (${config.account.username}) have no access to this room. Ask its owner to invite you, or open the full link they shared.`
+        : "This room is private. Open it with the full link its owner shared (it ends in #token=…), or sign in if you were invited.",
       404: `There is no room “${roomId}”. Check the link, or create a new room.`,
     };
     showStart(reasons[failure.status] ?? `Could not open the room: ${failure.message}`);
@@ -318,6 +324,7 @@ class Room {
       this.renderUsers();
     });
     this.doc.on("error", (error) => this.onError(error));
+    this.doc.on("access", ({access}) => this.onAccess(access));
     // The browser knows before the backoff timer does.
     window.addEventListener("online", () => this.doc.reconnect());
     window.addEventListener("beforeunload", (event) => {
@@ -327,20 +334,20 @@ class Room {
   }
 
   setupCopyButtons() {
+    if (config.manage) return; // the share dialog (share.js) has the room's links
     const copy = $("copy-link");
     copy.hidden = false;
     copy.onclick = async () => {
-      await copyText(roomLink(this.roomId, this.token));
-      toast(
-        this.token ? "Link copied: it carries the room's token, share it with care" : "Link copied",
-      );
+      // Read when copying: a new link (share.js) replaces the fragment's token.
+      const token = tokenFromFragment();
+      await copyText(roomLink(this.roomId, token));
+      toast(token ? "Link copied: it carries the room's token, share it with care" : "Link copied");
     };
-    const viewToken = localStorage.getItem(VIEW_TOKEN_KEY(this.roomId));
-    if (viewToken) {
+    if (localStorage.getItem(VIEW_TOKEN_KEY(this.roomId))) {
       const copyView = $("copy-view-link");
       copyView.hidden = false;
       copyView.onclick = async () => {
-        await copyText(roomLink(this.roomId, viewToken));
+        await copyText(roomLink(this.roomId, localStorage.getItem(VIEW_TOKEN_KEY(this.roomId))));
         toast("Read-only link copied");
       };
     }
@@ -464,11 +471,11 @@ class Room {
   onError({code, message, closeCode}) {
     if (closeCode) {
       // Final closes (4400, 4403, 4404): the client will not reconnect.
-      this.fail(
-        code === "not_found"
-          ? "This room no longer exists."
-          : `The server closed the connection: ${message}.`,
-      );
+      const reasons = {
+        not_found: "This room no longer exists.",
+        forbidden: "You no longer have access to this room.",
+      };
+      this.fail(reasons[code] ?? `The server closed the connection: ${message}.`);
     } else if (code === "forbidden") {
       this.view?.dispatch({effects: this.readOnly.reconfigure(READ_ONLY)});
       this.showViewOnly();
@@ -476,6 +483,19 @@ class Room {
       toast(`The server refused an edit: ${message}`);
     }
     // "protocol" (the client resynchronised by itself) and "rate_limited" need nothing here.
+  }
+
+  /** An owner changed what we may do, while we are connected. */
+  onAccess(access) {
+    const readOnly = access === "view";
+    this.view?.dispatch({effects: this.readOnly.reconfigure(readOnly ? READ_ONLY : [])});
+    if (readOnly) {
+      this.showViewOnly();
+      toast("You can only view this room now");
+    } else {
+      $("room-badges").querySelector(".badge-readonly")?.remove();
+      toast("You can edit this room now");
+    }
   }
 
   showViewOnly() {
