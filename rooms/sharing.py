@@ -159,7 +159,10 @@ def _changing(room: Room) -> Iterator[Room]:
     other and each records what it saw; the room's access version raised; its connections told
     once the transaction commits (also when it is the admin's, around this one)."""
     with transaction.atomic():
-        locked = Room.objects.select_for_update().select_related("owner").get(id=room.id)
+        # Only the room row: PostgreSQL refuses to lock the nullable side of the owner join.
+        locked = (
+            Room.objects.select_for_update(of=("self",)).select_related("owner").get(id=room.id)
+        )
         yield locked
         Room.objects.filter(id=room.id).update(access_version=F("access_version") + 1)
         version = Room.objects.values_list("access_version", flat=True).get(id=room.id)

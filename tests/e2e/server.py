@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -139,6 +140,23 @@ class LiveServer(Addresses):
                 raise RuntimeError("server exited while starting:\n" + "".join(self.log))
             if READY_LINE in line:
                 return
+
+    def wait_for_line(self, pattern: str, timeout: float = 10) -> re.Match[str]:
+        """The next line the server writes (after those an earlier call took) that matches
+        `pattern`: its output arrives through a pipe, some time after the request it concerns."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                raise AssertionError(
+                    f"the server wrote no line matching {pattern!r} within {timeout} s:\n"
+                    + "".join(self.log[-40:])
+                ) from None
+            if line is None:
+                raise AssertionError("the server exited:\n" + "".join(self.log[-40:]))
+            if match := re.search(pattern, line):
+                return match
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM, as a service manager would)."""
