@@ -14,7 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from rooms.origin import BrowserOriginValidator  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
-from rooms.websocket_auth import SessionAccountMiddleware  # noqa: E402
+from rooms.websocket_auth import AccountMiddleware  # noqa: E402
 
 # Everything loaded so far (Django, libraries, the URL conf) lives as long as the process.
 # Frozen, it is never scanned again by the garbage collector: a full collection otherwise walks
@@ -27,8 +27,6 @@ application = ProtocolTypeRouter(
         "http": django_asgi_app,
         # The origin check comes first: it is what keeps other sites' pages from opening a
         # socket with our users' session cookie.
-        "websocket": BrowserOriginValidator(
-            SessionAccountMiddleware(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": BrowserOriginValidator(AccountMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.accounts import PASSWORD, Person, close_code, form_token, next_of, post_form, receive
+from tests.e2e.accounts import PASSWORD, Person, close_code, next_of, post_form, receive
 from tests.e2e.server import LiveServer
 
 pytestmark = pytest.mark.e2e
@@ -97,31 +97,31 @@ def test_csrf_is_enforced_on_session_writes_and_only_there(shared_server, people
     assert anonymous.status_code == 201
 
 
-def test_api_tokens_work_without_cookies_and_stop_working_when_revoked(shared_server, people):
+async def test_api_tokens_work_without_cookies_and_stop_working_when_revoked(shared_server, people):
     alice, _ = people("alice"), people("bob")
     made = post_form(alice.http, "/accounts/", {"action": "create", "name": "deploy"})
     token = re.search(r'<code id="new-token">(pat_[^<]+)</code>', made.text).group(1)
-    script = httpx.Client(
-        base_url=shared_server.http_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
+    bearer = {"Authorization": f"Bearer {token}"}
+    script = httpx.Client(base_url=shared_server.http_url, headers=bearer, timeout=10)
     created = script.post("/rooms", json={"private": True, "name": "by script"})
     assert created.status_code == 201
     room_id = created.json()["room_id"]
     assert room_id in [room["room_id"] for room in script.get("/rooms").json()["rooms"]]
     shared = script.post(f"/rooms/{room_id}/members", json={"user": "bob", "role": "viewer"})
     assert shared.status_code == 201
+    assert script.put(f"/rooms/{room_id}/link", json={"access": "none"}).status_code == 200
+    url = f"{shared_server.ws_base}/ws/{room_id}"
+    async with websockets.connect(url, additional_headers=bearer, open_timeout=10) as ws:
+        init = await receive(ws)
+        assert (init["access"], init["name"]) == ("edit", "alice")
+
     token_id = re.search(r'name="token_id" value="(\d+)"', alice.http.get("/accounts/").text)[1]
-    revoked = alice.http.post(
-        "/accounts/",
-        data={
-            "action": "revoke",
-            "token_id": token_id,
-            "csrfmiddlewaretoken": form_token(alice.http, "/accounts/"),
-        },
-    )
+    revoked = post_form(alice.http, "/accounts/", {"action": "revoke", "token_id": token_id})
     assert revoked.status_code == 302
     for response in (script.get("/rooms"), script.get(f"/rooms/{room_id}")):
         assert response.status_code == 401 and set(response.json()) == {"error"}
+    async with websockets.connect(url, additional_headers=bearer, open_timeout=10) as ws:
+        assert await close_code(ws) == 4403
     script.close()
 
 

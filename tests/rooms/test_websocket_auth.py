@@ -1,4 +1,4 @@
-"""rooms/websocket_auth.py: a WebSocket's account from its session cookie, and no work at all
+"""rooms/websocket_auth.py: a WebSocket's account from its session cookie or API token, no work
 for connections without one (connection set-up is on the hot path)."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
-from rooms.websocket_auth import SessionAccountMiddleware
+from rooms import accounts
+from rooms.websocket_auth import AccountMiddleware
 from tests.rooms.support_accounts import Browser, user_new
 
 
@@ -16,9 +17,7 @@ async def user_seen(headers: list[tuple[bytes, bytes]]):
     async def application(scope, receive, send):
         seen["user"] = scope["user"]
 
-    await SessionAccountMiddleware(application)(
-        {"type": "websocket", "headers": headers}, None, None
-    )
+    await AccountMiddleware(application)({"type": "websocket", "headers": headers}, None, None)
     return seen["user"]
 
 
@@ -43,4 +42,19 @@ async def test_a_session_cookie_brings_its_account():
 @pytest.mark.django_db(transaction=True)
 async def test_an_unknown_session_is_anonymous():
     user = await user_seen([(b"cookie", b"sessionid=nosuchsession")])
+    assert not user.is_authenticated
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_personal_api_token_header_brings_its_account_until_revoked():
+    alice = await sync_to_async(user_new)("alice")
+    record, token = await sync_to_async(accounts.api_token_create)(user=alice, name="bot")
+    header = [(b"authorization", f"Bearer {token}".encode())]
+    assert (await user_seen(header)).get_username() == "alice"
+    await sync_to_async(accounts.api_token_revoke)(user=alice, token_id=record.id)
+    assert not (await user_seen(header)).is_authenticated
+
+
+async def test_a_link_token_as_bearer_is_no_account_and_costs_no_query():
+    user = await user_seen([(b"authorization", b"Bearer " + accounts.token_new().encode())])
     assert not user.is_authenticated
