@@ -31,13 +31,12 @@ from rooms import accounts
 ANONYMOUS = AnonymousUser()
 
 
-def credentials(scope: dict[str, Any]) -> tuple[str | None, str | None]:
+def credentials(scope: dict[str, Any], cookie_name: bytes) -> tuple[str | None, str | None]:
     """(the session cookie's value, a personal API token), as far as the handshake has them."""
-    name = settings.SESSION_COOKIE_NAME.encode()
     session = api_token = None
     for header, value in scope.get("headers", ()):
-        if header == b"cookie" and name in value:
-            session = parse_cookie(value.decode("latin-1")).get(name.decode()) or session
+        if header == b"cookie" and cookie_name in value:
+            session = parse_cookie(value.decode("latin-1")).get(cookie_name.decode()) or session
         elif header == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and accounts.is_api_token(token.strip()):
@@ -51,9 +50,10 @@ class AccountMiddleware:
     def __init__(self, application: Any) -> None:
         self.application = application
         self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
+        self.cookie_name = settings.SESSION_COOKIE_NAME.encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        session, api_token = credentials(scope)
+        session, api_token = credentials(scope, self.cookie_name)
         if api_token is not None:
             user = await database_sync_to_async(accounts.api_token_user)(api_token) or ANONYMOUS
         elif session is not None:
