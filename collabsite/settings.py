@@ -147,6 +147,8 @@ AXES_COOLOFF_MESSAGE = (
     + (f"{cooloff_s / 60:g} minutes" if cooloff_s % 60 == 0 else f"{cooloff_s:g} seconds")
     + " from the last failed attempt."
 )
+# The lockout answer as a page in the editor's look (still 429, with the message above).
+AXES_LOCKOUT_CALLABLE = "rooms.pages.sign_in_locked_out"
 
 ROOT_URLCONF = "collabsite.urls"
 # The API answers `/path` and `/path/` itself; a redirect would turn a POST into a GET.

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from axes.helpers import get_lockout_message
 from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model, login
@@ -163,6 +164,20 @@ def account_page(request: HttpRequest) -> HttpResponse:
             "tokens": ApiToken.objects.filter(user=request.user),
             "name": accounts.display_name(request.user),
         },
+    )
+
+
+@html_page
+def sign_in_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: Any = None
+) -> HttpResponse:
+    """django-axes' answer to a locked-out sign-in (AXES_LOCKOUT_CALLABLE), in the pages' look:
+    429 with its message (settings.AXES_COOLOFF_MESSAGE)."""
+    return render(
+        request,
+        "registration/locked_out.html",
+        {"message": get_lockout_message()},
+        status=settings.AXES_HTTP_RESPONSE_CODE,
     )
 
 

@@ -5,8 +5,6 @@ database here) still reaches it, through each process's poll of its rooms."""
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 import websockets
 
@@ -22,15 +20,11 @@ from tests.e2e.services import (  # noqa: F401  (fixtures imported for use in th
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
-# Sessions are signed: every process of one site shares its secret key.
-SECRET_KEY = secrets.token_urlsafe(50)
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, redis_service, postgres_database):  # noqa: F811
-    env = service_env(
-        redis_service, postgres_database, DJANGO_SECRET_KEY=SECRET_KEY, COLLAB_VERSION_POLL_S="0.5"
-    )
+    # No DJANGO_SECRET_KEY: processes of one installation share the key it keeps in a file, so
+    # a session made through one process is honoured by the other.
+    env = service_env(redis_service, postgres_database, COLLAB_VERSION_POLL_S="0.5")
     servers = [
         ServiceServer(tmp_path_factory.mktemp(f"process{n}"), postgres_database, env)
         for n in range(2)

@@ -180,3 +180,22 @@ def test_the_editor_page_tells_a_signed_in_owner_it_may_share(browser):
     page = browser.get(f"/r/{room.id}").context["page"]
     assert page["role"] == "owner" and page["manage"] and page["csrfToken"]
     assert page["account"] == {"username": "alice", "name": "alice"}
+
+
+def test_sign_in_at_login_url_is_locked_after_repeated_failures(settings):
+    user_new("alice")
+    browser = Client()  # the lock, not CSRF, is under test here
+
+    def sign_in(password: str):
+        return browser.post(
+            settings.LOGIN_URL, {"username": "alice", "password": password}, REMOTE_ADDR="192.0.2.1"
+        )
+
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert sign_in("wrong").status_code == 200
+    locked = sign_in("wrong")
+    assert locked.status_code == 429
+    page = locked.content.decode()
+    assert "Too many failed sign-ins" in page and 'class="topbar"' in page  # the pages' look
+    assert sign_in(PASSWORD).status_code == 429  # the right password too, while locked
+    assert signed_in(browser) is None
