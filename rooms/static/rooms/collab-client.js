@@ -44,6 +44,10 @@
  *     clientSecret: the secret the server gave this client id in this room (doc.clientSecret),
  *       for an application that keeps a client id and its unconfirmed edits across page loads;
  *       without it, a client id the room has seen is refused (close 4403).
+ *     token: a private room's link token. An account needs none: in a browser its session
+ *       cookie goes with the connection; in Node, send a personal API token in a header through
+ *       the WebSocket class: `WebSocket: class extends WS { constructor(url) {
+ *       super(url, {headers: {Authorization: `Bearer ${apiToken}`}}); } }`.
  *   doc.on(event, fn) -> unsubscribe function; doc.off(event, fn)
  *     "ready"   {text, version, users, cursors, access}  first init; the text is usable from
  *               here on, and `access` ("edit" | "view") says whether this connection may edit
