@@ -40,7 +40,7 @@ class Links(Protocol):
     view_token_hash: str
 
 
-def link_access(room: Links, token: str | None) -> Access | None:
+def token_access(room: Links, token: str | None) -> Access | None:
     """What a link token gives in a private room, under the room's link access."""
     if not token or room.link_access == LinkAccess.NONE:
         return None
@@ -61,7 +61,7 @@ def room_access(room: Links, *, role: str | None = None, token: str | None = Non
     by_role = ROLE_ACCESS.get(role) if role else None
     if by_role == "edit":
         return "edit"
-    return link_access(room, token) or by_role
+    return token_access(room, token) or by_role
 
 
 def may_manage(role: str | None) -> bool:
