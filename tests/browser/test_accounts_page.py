@@ -86,6 +86,8 @@ async def test_an_owner_shares_with_named_people_and_changes_reach_them_live(ope
     alice = await sign_up(open_page, "alice")
     bob = await sign_up(open_page, "bob")
     carol = await sign_up(open_page, "carol")
+    await alice.goto("/")
+    await expect(alice.locator("#name-input")).to_be_hidden()  # the account's name is shown
     room_id, token = await new_private_room(alice)
 
     # Bob, invited as a viewer, opens the room from "My rooms": read-only from the first frame.

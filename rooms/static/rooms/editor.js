@@ -135,6 +135,8 @@ function showStart(error) {
   $("start").hidden = false;
   $("workspace").hidden = true;
   const nameInput = $("name-input");
+  // Signed in, others see the account's name (the server sets it): no name to choose.
+  nameInput.closest("label").hidden = Boolean(config.account);
   nameInput.value = storedName();
   nameInput.onchange = () => {
     const name = nameInput.value.trim().slice(0, 64);
