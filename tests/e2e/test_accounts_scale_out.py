@@ -20,6 +20,7 @@ from tests.e2e.services import (  # noqa: F401  (fixtures imported for use in th
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, redis_service, postgres_database):  # noqa: F811
     # No DJANGO_SECRET_KEY: processes of one installation share the key it keeps in a file, so
