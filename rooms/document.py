@@ -4,8 +4,9 @@ This module decides what a change becomes: it validates the change against the d
 transforms it against concurrent changes, gives it its version, has it committed
 (rooms/store.py), applies it to the room's head in this process, which delivers it to the
 room's connections (rooms/live.py), and announces it to other processes (rooms/following.py).
-It also creates and reads rooms for the REST API. Consumers and views only translate between
-the wire and the functions here. What the versions and ops mean on the wire is described in
+It also creates and reads rooms for the REST API, and restores a room's old text as a new
+change (room_restore). Consumers and views only translate between the wire and the functions
+here. What the versions and ops mean on the wire is described in
 docs/protocol.md.
 
 The database stays the arbiter between processes: the unique (room, version) constraint rejects
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from rooms import accounts, following, metrics, ot, store
 from rooms.changes import Change
+from rooms.history import diff, past
 from rooms.live import LiveRoom, live_rooms
-from rooms.models import Op, Room
+from rooms.models import Room
 from rooms.protocol import (
     BAD_MESSAGE,
     BAD_OP,
@@ -35,10 +37,11 @@ from rooms.protocol import (
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
-# Changes between two copies of the whole text into Room.code. Each change is durable in the op
-# log when it is acked; rewriting the text with every keystroke made a commit cost grow with the
-# document (an insert at the top rewrites every page of it). Reading a room replays at most
-# this many ops onto the copy.
+# Changes between two copies of the whole text (Room.code, and a Snapshot row with its
+# authorship): the change of every version that is a multiple of this writes one. Each change is
+# durable in the op log when it is acked; rewriting the text with every keystroke made a commit
+# cost grow with the document (an insert at the top rewrites every page of it). Reading any
+# version, the head included, replays fewer ops than this onto a copy.
 SNAPSHOT_EVERY = 100
 
 
@@ -111,16 +114,20 @@ async def change_submit(
                 raise ProtocolError(
                     TOO_LARGE, f"the document would exceed {MAX_DOCUMENT_CODE_POINTS} code points"
                 )
-            change = Change(live.version + 1, op, user, client, seq, now_ms())
-            snapshot = change.version - live.code_version >= SNAPSHOT_EVERY
+            # Times never go back within a room, even between processes whose clocks differ:
+            # finding the version at a time relies on it (rooms/history/past.py).
+            ts = max(now_ms(), live.head_ts)
+            change = Change(live.version + 1, op, user, client, seq, ts)
+            copy = authorship = None
+            if change.version % SNAPSHOT_EVERY == 0:
+                authorship = live.authorship.copy()
+                authorship.apply(live.text, op, author=client, version=change.version, ts=ts)
+                copy = store.TextCopy(new_text, authorship.to_json())
             try:
                 await store.change_commit(
-                    change,
-                    room_id=live.room_id,
-                    expected_version=live.version,
-                    new_text=new_text if snapshot else None,
+                    change, room_id=live.room_id, expected_version=live.version, copy=copy
                 )
-                if snapshot:
+                if copy is not None:
                     live.code_version = change.version
                 break
             except store.VersionConflict:
@@ -141,7 +148,7 @@ async def change_submit(
                     live, op, base=built_on, client=client, seq=seq, at=first_version
                 )
                 return CommitResult(first_version, live.text, duplicate=True)
-        live.advance(change, new_text)
+        live.advance(change, new_text, authorship)
         metrics.change_committed()
         result = CommitResult(change.version, new_text)
     await following.change_announce(live.room_id, change)
@@ -187,6 +194,27 @@ async def _require_same_op(
             f"seq {seq} of client {client!r} was committed as version {at} with another op:"
             " a new op needs a new seq",
         )
+
+
+async def room_restore(
+    live: LiveRoom, *, version: int, base_version: int | None = None, user: str, client: str
+) -> CommitResult:
+    """Make the room's text what it was at `version`, as one new change by `user` (of `client`)
+    that goes through change_submit like any other: durable, delivered to everyone, history
+    kept. `base_version` is the version the restore was decided on (None: the head): what was
+    committed after it is concurrent and kept, transformed like any concurrent edit.
+
+    The change replaces only the lines that differ (rooms/history/diff.py), so edits elsewhere
+    keep their place. Raises ProtocolError (BAD_MESSAGE) for a version outside 0..head."""
+    head = live.version
+    base = head if base_version is None else base_version
+    for name, number in (("version", version), ("base", base)):
+        if not 0 <= number <= head:
+            raise ProtocolError(BAD_MESSAGE, f"{name} {number} is not between 0 and {head}")
+    old, target = await live.text_at(base), await live.text_at(version)
+    return await change_submit(
+        live, base_version=base, op=diff.diff_op(old, target), user=user, client=client
+    )
 
 
 async def cursor_at_head(
@@ -237,15 +265,6 @@ def room_get(room_id: str) -> Room | None:
     return Room.objects.filter(id=room_id).first()
 
 
-def room_history(room: Room, *, since: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "version": row.version,
-            "op": row.op,
-            "user": row.user,
-            "client": row.client,
-            "seq": row.seq,
-            "ts": row.ts,
-        }
-        for row in Op.objects.filter(room_id=room.id, version__gt=since).order_by("version")
-    ]
+def room_history(room: Room, *, since: int, limit: int | None = None) -> list[dict[str, Any]]:
+    """The history entries after `since`, oldest first, at most `limit` of them."""
+    return past.changes_page(room_id=room.id, since=since, limit=limit)

@@ -1,7 +1,8 @@
 """This process's live rooms: each room's head in memory and the fan-out to its connections.
 
-Each process keeps a `LiveRoom` per room that has connections here: the head text, the version
-and the recent changes, so that transforming and delivering a change needs no database read.
+Each process keeps a `LiveRoom` per room that has connections here: the head text, the version,
+the recent changes and the authorship of the text (rooms/history/authorship.py), so that
+transforming and delivering a change needs no database read.
 rooms/document.py changes a live room (under its lock) once a change is committed; the room
 then delivers it to its members, the connections of this process (rooms/consumers.py), and
 rooms/following.py brings in the changes other processes commit. A live room also holds who may
@@ -19,6 +20,7 @@ from typing import Protocol
 
 from rooms import access, following, metrics, ot, store
 from rooms.changes import Change
+from rooms.history.authorship import Authorship
 from rooms.protocol import encode_frame
 
 logger = logging.getLogger(__name__)
@@ -60,12 +62,17 @@ class LiveRoom:
         code_version: int = 0,
         link_access: str = "edit",
         access_version: int = 0,
+        authorship: Authorship | None = None,
+        head_ts: int = 0,
     ) -> None:
         self.room_id = room_id
         self.name = name
         self.text = text
         self.version = version
         self.code_version = code_version  # the version of the text copy in Room.code
+        # Who wrote each character and last touched each line of `text`, kept with every change.
+        self.authorship = Authorship.initial(text, head_ts) if authorship is None else authorship
+        self.head_ts = head_ts  # when the head version's change was made (epoch ms)
         # What rooms.access.room_access reads, as of `access_version` (rooms/sharing.py raises
         # it with every change); a room's privacy never changes once created.
         self.private = private
@@ -110,13 +117,26 @@ class LiveRoom:
 
     # -- changing (callers hold the lock) ----------------------------------------------------
 
-    def advance(self, change: Change, new_text: str | None = None) -> None:
-        """Apply a committed change to the head (`new_text`: the result, if already known)."""
+    def advance(
+        self,
+        change: Change,
+        new_text: str | None = None,
+        authorship: Authorship | None = None,
+    ) -> None:
+        """Apply a committed change to the head (`new_text`, `authorship`: the results, if
+        already known)."""
         if change.version != self.version + 1:
             raise AssertionError(f"{self.room_id}: {change.version} after {self.version}")
         change.undo = ot.invert(self.text, change.op)
+        if authorship is None:
+            self.authorship.apply(
+                self.text, change.op, author=change.client, version=change.version, ts=change.ts
+            )
+        else:
+            self.authorship = authorship
         self.text = ot.apply(self.text, change.op) if new_text is None else new_text
         self.version = change.version
+        self.head_ts = change.ts
         self.recent.append(change)
         if change.seq is not None:
             self.last_seq[change.client] = max(change.seq, self.last_seq.get(change.client, 0))
@@ -230,7 +250,7 @@ class LiveRoom:
         for v in range(self.version, version, -1):
             change = self.change_at(v)
             if change is None or change.undo is None:
-                return await store.text_replayed(self.room_id, version)
+                return await store.text_at(self.room_id, version)
             text = ot.apply(text, change.undo)
         return text
 

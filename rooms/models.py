@@ -1,11 +1,13 @@
-"""The room's durable state: the op log, a snapshot of the text (Room.code at Room.code_version)
-that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past, and the client ids bound
-in the room (rooms/identity.py); who may enter a room (its owner, members and link access) with
-the record of every change to that; personal API tokens.
+"""The room's durable state: the op log; a copy of the text (Room.code at Room.code_version)
+that at most `rooms.document.SNAPSHOT_EVERY` changes of the log go past; the same copies kept
+for every version that is a multiple of SNAPSHOT_EVERY, with the authorship of the text then
+(Snapshot), so any version is at most that many ops away from one; the names authors edited
+under (Author); the client ids bound in the room (rooms/identity.py); who may enter a room (its
+owner, members and link access) with the record of every change to that; personal API tokens.
 
-rooms/document.py writes rooms and ops, rooms/identity.py client bindings (rooms/store.py holds
-the SQL of both), rooms/sharing.py access; rooms/access.py decides what access allows. See
-docs/protocol.md for what versions, ops, client ids and roles mean.
+rooms/document.py writes rooms, ops and copies, rooms/identity.py client bindings (rooms/store.py
+holds the SQL of both), rooms/sharing.py access; rooms/access.py decides what access allows. See
+docs/protocol.md for what versions, ops, authorship, client ids and roles mean.
 """
 
 from django.conf import settings
@@ -192,3 +194,48 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
+
+
+class Snapshot(models.Model):
+    """The text of a room at `version` and who wrote it: written in the same transaction as the
+    change of that version, for every version that is a multiple of SNAPSHOT_EVERY. The text at
+    any version is the latest snapshot at or before it with the ops after it applied (version
+    0 needs none: it is Room.initial_code, nobody's)."""
+
+    room = models.ForeignKey(
+        Room, on_delete=models.CASCADE, related_name="snapshots", db_index=False
+    )
+    version = models.PositiveBigIntegerField()
+    ts = models.BigIntegerField(help_text="epoch milliseconds of the change of this version")
+    code = models.TextField()
+    # rooms.history.authorship.Authorship.encode() as JSON: kept as text, written and read only
+    # by that module.
+    authorship = models.TextField()
+
+    class Meta:
+        ordering = ["room", "version"]
+        constraints = [
+            # Also the index of every lookup: by room, then by version.
+            models.UniqueConstraint(fields=["room", "version"], name="snapshot_unique_room_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id}@{self.version}"
+
+
+class Author(models.Model):
+    """The display name an author (a client id, see rooms/history/authorship.py) last edited
+    this room under: blame shows it."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="authors", db_index=False)
+    client = models.CharField(max_length=64)
+    name = models.CharField(max_length=64)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "client"], name="author_unique_room_client")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.client}) in {self.room_id}"

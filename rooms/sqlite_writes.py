@@ -59,10 +59,10 @@ def enabled() -> bool:
 
 def write_batch(
     *,
-    insert: tuple[str, Sequence[tuple]],
+    inserts: Sequence[tuple[str, Sequence[tuple]]],
     guarded_updates: Sequence[tuple[str, Sequence[tuple]]],
 ) -> bool:
-    """Run `insert` (a statement and its rows) and `guarded_updates` (statements whose every
+    """Run `inserts` (statements and their rows) and `guarded_updates` (statements whose every
     row must update exactly one row) in one transaction. Returns True once committed; False
     if nothing was written (locked, a conflict or any database error), and then the caller must
     write the batch another way."""
@@ -74,7 +74,9 @@ def write_batch(
     except sqlite3.Error:
         return False  # another connection is writing: the database thread will wait for it
     try:
-        database.executemany(*insert)
+        for statement, rows in inserts:
+            if rows:
+                database.executemany(statement, rows)
         for statement, rows in guarded_updates:
             if rows and database.executemany(statement, rows).rowcount != len(rows):
                 raise _Conflict
@@ -85,7 +87,7 @@ def write_batch(
         return False
     _local.wal_bytes += sum(
         ROW_WAL_BYTES + sum(len(value) for value in row if isinstance(value, str))
-        for _, rows in (insert, *guarded_updates)
+        for _, rows in (*inserts, *guarded_updates)
         for row in rows
     )
     _checkpoint_if_due()

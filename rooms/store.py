@@ -1,7 +1,8 @@
 """The database side of a room: committing changes, and reading the op log and room rows.
 
-A commit writes the change's `Op` row and advances the room's version in one transaction, with
-a copy of the whole text in Room.code when the caller asks for one. The changes that arrive
+A commit writes the change's `Op` row and advances the room's version in one transaction; when
+the caller asks for a copy of the text, the same transaction also writes it into Room.code and
+keeps it, with its authorship, as a `Snapshot` row. The changes that arrive
 together, from every room, are committed in one transaction (`GroupCommitter`); with SQLite it
 is written on the event loop itself (rooms/sqlite_writes.py), otherwise on the database thread,
 as plain SQL for the database in use. The unique (room, version) constraint is the arbiter
@@ -35,7 +36,9 @@ from django.utils import timezone
 
 from rooms import ot, sqlite_writes
 from rooms.changes import Change
-from rooms.models import ClientBinding, Op, Room
+from rooms.history.authorship import Authorship
+from rooms.history.past import past_at
+from rooms.models import ClientBinding, Op, Room, Snapshot
 
 
 class VersionConflict(Exception):
@@ -50,10 +53,18 @@ class DuplicateSeq(Exception):
 
 
 @dataclass(slots=True)
+class TextCopy:
+    """The whole text right after a change, and its authorship (Authorship.to_json())."""
+
+    text: str
+    authorship: str
+
+
+@dataclass(slots=True)
 class PendingCommit:
     room_id: str
     expected_version: int  # the room's version this change was built on
-    new_text: str | None  # the whole text after it, when Room.code gets a new copy
+    copy: TextCopy | None  # when the text is copied with this change
     change: Change
     done: asyncio.Future
 
@@ -73,10 +84,10 @@ class GroupCommitter:
         self.writer: asyncio.Task | None = None
 
     async def commit(
-        self, room_id: str, expected_version: int, new_text: str | None, change: Change
+        self, room_id: str, expected_version: int, copy: TextCopy | None, change: Change
     ) -> None:
         loop = asyncio.get_running_loop()
-        pending = PendingCommit(room_id, expected_version, new_text, change, loop.create_future())
+        pending = PendingCommit(room_id, expected_version, copy, change, loop.create_future())
         self.queue.append(pending)
         if self.writer is None or self.writer.done() or self.writer.get_loop() is not loop:
             self.writer = loop.create_task(self._write(), name="group-commit")
@@ -102,20 +113,20 @@ committer = GroupCommitter()
 
 
 async def change_commit(
-    change: Change, *, room_id: str, expected_version: int, new_text: str | None
+    change: Change, *, room_id: str, expected_version: int, copy: TextCopy | None
 ) -> None:
-    """Commit `change`, built on `expected_version` of the room, with a new copy of the text
-    in Room.code when `new_text` is given. Returns once it is durable; raises VersionConflict
-    or DuplicateSeq when another commit got there first."""
-    await committer.commit(room_id, expected_version, new_text, change)
+    """Commit `change`, built on `expected_version` of the room, with a copy of the text (in
+    Room.code and as a Snapshot) when `copy` is given. Returns once it is durable; raises
+    VersionConflict or DuplicateSeq when another commit got there first."""
+    await committer.commit(room_id, expected_version, copy, change)
 
 
 async def _commit_batch(batch: list[PendingCommit]) -> list[Exception | None]:
     if sqlite_writes.enabled():
-        insert_op, *advance_room = _write_statements("?")
-        op_rows, *room_rows = _batch_rows(batch)
+        insert_op, insert_snapshot, *advance_room = _write_statements("?")
+        op_rows, snapshot_rows, *room_rows = _batch_rows(batch)
         if sqlite_writes.write_batch(
-            insert=(insert_op, op_rows),
+            inserts=[(insert_op, op_rows), (insert_snapshot, snapshot_rows)],
             guarded_updates=list(zip(advance_room, room_rows, strict=True)),
         ):
             return [None] * len(batch)
@@ -157,16 +168,18 @@ def _commit_one(pending: PendingCommit) -> Exception | None:
 
 
 def _write(batch: list[PendingCommit]) -> None:
-    """Insert the op rows and advance each room's snapshot, inside the caller's transaction.
+    """Insert the op and snapshot rows and advance each room, inside the caller's transaction.
 
     Plain SQL rather than the ORM: this runs for every keystroke, and the ORM's per-statement
     overhead was a third of the server's time under load (docs/benchmarks.md). Values still go
     through the model fields, so each database gets its own encoding (JSON, timestamps).
     """
-    insert_op, *advance_room = _write_statements("%s")
-    op_rows, *room_rows = _batch_rows(batch)
+    insert_op, insert_snapshot, *advance_room = _write_statements("%s")
+    op_rows, snapshot_rows, *room_rows = _batch_rows(batch)
     with connection.cursor() as cursor:
         cursor.executemany(insert_op, op_rows)
+        if snapshot_rows:
+            cursor.executemany(insert_snapshot, snapshot_rows)
         for statement, rows in zip(advance_room, room_rows, strict=True):
             for row in rows:
                 cursor.execute(statement, row)
@@ -174,9 +187,11 @@ def _write(batch: list[PendingCommit]) -> None:
                     raise VersionConflict
 
 
-def _batch_rows(batch: list[PendingCommit]) -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """The parameters of `_write_statements` for a batch: op rows, then the updates of rooms
-    without and with a new copy of their text."""
+def _batch_rows(
+    batch: list[PendingCommit],
+) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
+    """The parameters of `_write_statements` for a batch: op rows, snapshot rows, then the
+    updates of rooms without and with a new copy of their text."""
     op_field = Op._meta.get_field("op")
     database = _value_adapter()
     now = Room._meta.get_field("updated_at").get_db_prep_save(timezone.now(), database)
@@ -192,15 +207,20 @@ def _batch_rows(batch: list[PendingCommit]) -> tuple[list[tuple], list[tuple], l
         )
         for p in batch
     ]
-    room_rows = [
-        (p.change.version, now, p.room_id, p.expected_version) for p in batch if p.new_text is None
-    ]
     snapshot_rows = [
-        (p.new_text, p.change.version, p.change.version, now, p.room_id, p.expected_version)
+        (p.room_id, p.change.version, p.change.ts, p.copy.text, p.copy.authorship)
         for p in batch
-        if p.new_text is not None
+        if p.copy is not None
     ]
-    return op_rows, room_rows, snapshot_rows
+    room_rows = [
+        (p.change.version, now, p.room_id, p.expected_version) for p in batch if p.copy is None
+    ]
+    copy_rows = [
+        (p.copy.text, p.change.version, p.change.version, now, p.room_id, p.expected_version)
+        for p in batch
+        if p.copy is not None
+    ]
+    return op_rows, snapshot_rows, room_rows, copy_rows
 
 
 @functools.cache
@@ -214,16 +234,24 @@ def _value_adapter() -> Any:
 
 
 @functools.cache
-def _write_statements(placeholder: str) -> tuple[str, str, str]:
-    """INSERT of an op row and the guarded UPDATEs of its room (without and with a new copy of
-    the text), with the driver's placeholder ("%s" through Django's cursor, "?" for the sqlite3
-    module itself)."""
+def _write_statements(placeholder: str) -> tuple[str, str, str, str]:
+    """INSERTs of an op row and a snapshot row, and the guarded UPDATEs of a room (without and
+    with a new copy of the text), with the driver's placeholder ("%s" through Django's cursor,
+    "?" for the sqlite3 module itself)."""
     name = connection.ops.quote_name
-    op_columns = ("room_id", "version", "op", "user", "client", "seq", "ts")
-    insert_op = "INSERT INTO {} ({}) VALUES ({})".format(
-        name(Op._meta.db_table),
-        ", ".join(name(column) for column in op_columns),
-        ", ".join([placeholder] * len(op_columns)),
+
+    def insert(table: str, columns: tuple[str, ...]) -> str:
+        return "INSERT INTO {} ({}) VALUES ({})".format(
+            name(table),
+            ", ".join(name(column) for column in columns),
+            ", ".join([placeholder] * len(columns)),
+        )
+
+    insert_op = insert(
+        Op._meta.db_table, ("room_id", "version", "op", "user", "client", "seq", "ts")
+    )
+    insert_snapshot = insert(
+        Snapshot._meta.db_table, ("room_id", "version", "ts", "code", "authorship")
     )
 
     def guarded_update(columns: tuple[str, ...]) -> str:
@@ -238,7 +266,7 @@ def _write_statements(placeholder: str) -> tuple[str, str, str]:
 
     advance_room = guarded_update(("version", "updated_at"))
     advance_room_with_copy = guarded_update(("code", "code_version", "version", "updated_at"))
-    return insert_op, advance_room, advance_room_with_copy
+    return insert_op, insert_snapshot, advance_room, advance_room_with_copy
 
 
 # -- reads (each one short query on the database thread) -------------------------------------
@@ -252,14 +280,16 @@ def room_versions(room_ids: list[str]) -> dict[str, tuple[int, int]]:
 
 
 @database_sync_to_async
-def room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int, str, int] | None:
+def room_row(
+    room_id: str,
+) -> tuple[str, str, int, bool, str, str, int, str, int, Authorship, int] | None:
     """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, the
-    version of the copy in Room.code, link access and access version."""
+    version of the copy in Room.code, link access, access version, the authorship at the head
+    and the head's time."""
     room = (
         Room.objects.filter(id=room_id)
         .only(
             "name",
-            "code",
             "code_version",
             "version",
             "private",
@@ -272,9 +302,10 @@ def room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int, str, int
     )
     if room is None:
         return None
+    head = past_at(room_id=room_id, version=room.version, authorship=True)
     return (
         room.name,
-        room_code(room),
+        head.text,
         room.version,
         room.private,
         room.edit_token_hash,
@@ -282,6 +313,8 @@ def room_row(room_id: str) -> tuple[str, str, int, bool, str, str, int, str, int
         room.code_version,
         room.link_access,
         room.access_version,
+        head.authorship,
+        head.ts,
     )
 
 
@@ -313,16 +346,9 @@ def changes_after(room_id: str, after: int, through: int | None = None) -> list[
 
 
 @database_sync_to_async
-def text_replayed(room_id: str, version: int) -> str:
-    """The text at `version`, replayed from the room's initial text."""
-    text = Room.objects.values_list("initial_code", flat=True).get(id=room_id)
-    for op in (
-        Op.objects.filter(room_id=room_id, version__lte=version)
-        .order_by("version")
-        .values_list("op", flat=True)
-    ):
-        text = ot.apply(text, op)
-    return text
+def text_at(room_id: str, version: int) -> str:
+    """The text at `version`: its latest copy at or before it, with the ops after it applied."""
+    return past_at(room_id=room_id, version=version).text
 
 
 @database_sync_to_async

@@ -29,7 +29,7 @@ def database_file(tmp_path, monkeypatch):
 
 def write_change(version: int, code: str = "x") -> bool:
     return sqlite_writes.write_batch(
-        insert=(INSERT_OP, [("r", version)]),
+        inserts=[(INSERT_OP, [("r", version)])],
         guarded_updates=[(ADVANCE_ROOM, [(code, version, "r", version - 1)])],
     )
 
@@ -60,7 +60,7 @@ async def test_a_locked_database_declines_at_once_and_writes_nothing(database_fi
 async def test_a_stale_room_version_rolls_back_the_whole_batch(database_file):
     assert write_change(1) is True
     declined = sqlite_writes.write_batch(
-        insert=(INSERT_OP, [("r", 2), ("r", 3)]),
+        inserts=[(INSERT_OP, [("r", 2), ("r", 3)])],
         # built on version 0, but the room is at 1 already
         guarded_updates=[(ADVANCE_ROOM, [("y", 3, "r", 0)])],
     )
