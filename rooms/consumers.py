@@ -27,6 +27,7 @@ from autocomplete import completion
 from rooms import access, accounts, document, identity, metrics, ot, presence, sockets
 from rooms.changes import Change
 from rooms.groups import group_name
+from rooms.history import answers, authors
 from rooms.limits import TokenBucket
 from rooms.live import LiveRoom, live_rooms
 from rooms.presence import CursorThrottle, TypingState
@@ -62,7 +63,7 @@ MODES = ("text", "ops")
 # follows, and what the client missed it gets when it resumes.
 GONE = (OSError, RuntimeError)
 # What a view token may not send (decided before any other validation).
-EDITING_TYPES = frozenset({"sync_code", "op", "cursor", "typing"})
+EDITING_TYPES = frozenset({"sync_code", "op", "cursor", "typing", "restore"})
 
 
 def _reject_constant(name: str) -> None:
@@ -217,6 +218,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     submitting = False
     # A fan-out send waiting for this socket to drain; later changes wait for it.
     blocked_send: asyncio.Future | None = None
+    # This connection's name is recorded as its client's author name (rooms/history/authors.py).
+    authored = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -505,6 +508,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.live.room_id, user_id=self.user_id, name=self.name
         )
         await self.announce("room.join", users)
+        if self.authored:
+            self.authored = False
+            await self.note_author()
 
     async def on_sync_code(self, message: dict[str, Any]) -> None:
         code = require_text(message, "code")
@@ -518,6 +524,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             if result.text != code:
                 ack["code"] = result.text
             await self.send_ack(result, ack)
+        await self.note_author()
 
     async def on_op(self, message: dict[str, Any]) -> None:
         if self.mode != "ops":
@@ -541,6 +548,64 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             )
             self.typing.edited()
             await self.send_ack(result, {"type": "ack", "version": result.version, "seq": seq})
+        await self.note_author()
+
+    async def note_author(self) -> None:
+        """Record this connection's name for its client's changes, once it has made one."""
+        if self.authored:
+            return
+        self.authored = True
+        try:
+            await authors.author_note(
+                room_id=self.live.room_id, client=self.client_id, name=self.name
+            )
+        except Exception:
+            # Blame then shows a default name until the next try; the change itself is safe.
+            self.authored = False
+            logger.exception("room %s: recording an author's name failed", self.live.room_id)
+
+    async def on_history(self, message: dict[str, Any]) -> None:
+        request_id = require_int(message, "id")
+        # Answered beside this connection's messages (blame of a long file takes a while), like
+        # completions; `id` matches answers to requests.
+        self.start_side_task(self.send_history(request_id, message))
+
+    async def send_history(self, request_id: int, message: dict[str, Any]) -> None:
+        try:
+            body = await answers.history_answer(self.live, message)
+        except answers.BadRequest as error:
+            reply = {**error_message(BAD_MESSAGE, str(error)), "id": request_id}
+        except Exception:
+            logger.exception("room %s: history request failed", self.live.room_id)
+            await self.close(CLOSE_INTERNAL_ERROR)
+            return
+        else:
+            reply = {"type": "history", "id": request_id, "get": message["get"], **body}
+        if self.joined:
+            await self.send_json(reply)
+
+    async def on_restore(self, message: dict[str, Any]) -> None:
+        request_id = require_int(message, "id")
+        version = require_int(message, "version")
+        base = require_int(message, "base", optional=True)
+        try:
+            result = await document.room_restore(
+                self.live,
+                version=version,
+                base_version=base,
+                user=self.user_id,
+                client=self.client_id,
+            )
+        except ProtocolError as error:
+            await self.send_json({**error_message(error.code, error.message), "id": request_id})
+            return
+        # The restore reaches this connection as a change like any other (it is not the
+        # client's own op to acknowledge), before the answer.
+        await self.deliver_through(result.version)
+        await self.send_json(
+            {"type": "restored", "id": request_id, "version": result.version, "restored": version}
+        )
+        await self.note_author()
 
     @contextlib.asynccontextmanager
     async def own_change(self) -> AsyncIterator[None]:
@@ -652,6 +717,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         "cursor": on_cursor,
         "typing": on_typing,
         "complete": on_complete,
+        "history": on_history,
+        "restore": on_restore,
         "ping": on_ping,
         "leave": on_leave,
     }

@@ -1,6 +1,7 @@
 from django.urls import re_path
 
 from rooms import pages, views
+from rooms.history import views as history
 
 # Each route answers with and without a trailing slash, without redirecting.
 urlpatterns = [
@@ -20,6 +21,18 @@ urlpatterns = [
         r"^rooms/(?P<room_id>[^/]+)/link/rotate/?$",
         views.room_link_rotate_view,
         name="room-link-rotate",
+    ),
+    # History (docs/protocol.md, section 13).
+    re_path(r"^rooms/(?P<room_id>[^/]+)/blame/?$", history.room_blame_view, name="room-blame"),
+    re_path(
+        r"^rooms/(?P<room_id>[^/]+)/authorship/?$",
+        history.room_authorship_view,
+        name="room-authorship",
+    ),
+    re_path(r"^rooms/(?P<room_id>[^/]+)/diff/?$", history.room_diff_view, name="room-diff"),
+    re_path(r"^rooms/(?P<room_id>[^/]+)/times/?$", history.room_times_view, name="room-times"),
+    re_path(
+        r"^rooms/(?P<room_id>[^/]+)/restore/?$", history.room_restore_view, name="room-restore"
     ),
     re_path(r"^rooms/(?P<room_id>[^/]+)/?$", views.room_detail_view, name="room-detail"),
     # Operations (docs/deploying.md, "Health and metrics").

@@ -1,6 +1,7 @@
 """REST endpoints for rooms (docs/protocol.md, "REST"). JSON in, JSON out, errors included.
 
-Views only translate between HTTP and rooms/document.py (rooms/store.py for a room's text) and
+Views only translate between HTTP and rooms/document.py (rooms/store.py for a room's text,
+rooms/history for its past; the history's own endpoints are in rooms/history/views.py) and
 rooms/sharing.py (who may enter); rooms/accounts.py says who is asking and rooms/access.py what
 they may do.
 """
@@ -16,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from rooms import access, accounts, document, health, metrics, ot, presence, sharing, store
+from rooms.history import answers
 from rooms.limits import PerAddressLimit
 from rooms.models import Room
 from rooms.protocol import (
@@ -27,12 +29,15 @@ from rooms.protocol import (
 )
 
 
-def room_body(room: Room) -> dict[str, Any]:
+def room_body(room: Room, then: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The room's body; as of an older version with `then` (answers.text_answer's)."""
+    past = {} if then is None else {"ts": then["ts"], "time": then["time"]}
     return {
         "room_id": room.id,
         "name": room.name,
-        "code": store.room_code(room),
-        "version": room.version,
+        "code": store.room_code(room) if then is None else then["code"],
+        "version": room.version if then is None else then["version"],
+        **past,
         "users": async_to_sync(presence.presence.users)(room.id),
         "ws_url": ws_url(room.id),
     }
@@ -197,7 +202,18 @@ def room_detail_view(request: HttpRequest, room_id: str | None) -> JsonResponse:
     room = load_room(request, room_id)
     if isinstance(room, JsonResponse):
         return room
-    return JsonResponse(room_body(room))
+    if "version" not in request.GET and "at" not in request.GET:
+        return JsonResponse(room_body(room))
+    try:
+        if "version" in request.GET and "at" in request.GET:
+            raise answers.BadRequest("pass 'version' or 'at', not both")
+        if "at" in request.GET:
+            version = answers.version_at(room_id=room.id, at=request.GET["at"])
+        else:
+            version = answers.version_between(request.GET["version"], room.version)
+    except answers.BadRequest as error:
+        return json_error(400, str(error))
+    return JsonResponse(room_body(room, answers.text_answer(room_id=room.id, version=version)))
 
 
 @only("GET")
@@ -209,11 +225,17 @@ def room_history_view(request: HttpRequest, room_id: str) -> JsonResponse:
     if not (since_raw.isascii() and since_raw.isdigit()) or int(since_raw) > room.version:
         return json_error(400, f"'since' must be an integer from 0 to {room.version}")
     since = int(since_raw)
+    limit = None
+    if "limit" in request.GET:
+        raw = request.GET["limit"]
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= answers.PAGE_MAX):
+            return json_error(400, f"'limit' must be an integer from 1 to {answers.PAGE_MAX}")
+        limit = int(raw)
     return JsonResponse(
         {
             "room_id": room.id,
             "version": room.version,
-            "ops": document.room_history(room, since=since),
+            "ops": document.room_history(room, since=since, limit=limit),
         }
     )
 

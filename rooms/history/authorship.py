@@ -383,24 +383,16 @@ def _line_groups(
 
 
 def line_blame(text: str, authorship: Authorship) -> list[tuple[list[int], int, int, int]]:
-    """Per line of `text`: (the authors of its characters, first seen first, nobody left out;
-    version, author and ts of the last change that touched it).
-
-    A line's characters are those before its line break. An empty line takes the author of the
-    line break before it (the one that made it), or of its own for the first line."""
+    """Per line of `text`: (the authors of its characters before its line break, first seen
+    first, nobody left out; the version, author and ts of the last change that touched it)."""
     ends = list(accumulate(length for length, _ in authorship.runs()))
     whos = [who for _, who in authorship.runs()]
-
-    def author_at(position: int) -> int:
-        return whos[bisect_right(ends, position)]
-
     result = []
     start = 0
     run = 0
-    size = len(text)
     for version, last_author, ts in authorship.lines():
         end = text.find("\n", start)
-        end = size if end < 0 else end
+        end = len(text) if end < 0 else end
         seen: list[int] = []
         if end > start:
             while ends[run] <= start:
@@ -413,10 +405,6 @@ def line_blame(text: str, authorship: Authorship) -> list[tuple[list[int], int, 
                 if ends[i] >= end:
                     break
                 i += 1
-        elif start > 0 or end < size:
-            who = author_at(start - 1 if start > 0 else end)
-            if who != NOBODY:
-                seen.append(who)
         result.append((seen, version, last_author, ts))
         start = end + 1
     return result

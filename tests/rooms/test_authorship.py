@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from rooms import ot
 from rooms.history.authorship import Authorship, line_blame
 
@@ -168,21 +166,18 @@ def test_later_changes_win_and_earlier_lines_keep_theirs():
     assert room.lines() == [(1, "alice"), (2, "bob"), (0, "")]
 
 
-@pytest.mark.parametrize(
-    ("text", "op", "expected"),
-    [
-        # The line's own characters, first seen first; nobody's text is left out.
-        ("ab\n", [1, "XY"], [["bob"], []]),
-        # An empty line: the line break that made it.
-        ("ab\ncd", [2, "\n"], [[], ["bob"], []]),
-        # An empty first line: its own line break.
-        ("ab", ["\n"], [["bob"], []]),
-    ],
-)
-def test_blame_users_are_the_authors_of_the_lines_characters(text, op, expected):
-    room = Room(text).edit(op, "bob")
+def test_blame_users_are_the_authors_of_the_lines_characters():
+    room = Room("ab\ncd").edit([1, "XY"], "bob").edit([7, "\n"], "carol")
+    assert room.text == "aXYb\ncd\n"
     blamed = line_blame(room.text, room.authorship)
-    assert [[room.authorship.authors[who] for who in users] for users, *_ in blamed] == expected
+    # Nobody's text (the room's initial one) is left out; an empty line has no characters, but
+    # the change that made it touched it.
+    authors = room.authorship.authors
+    assert [([authors[who] for who in users], version) for users, version, *_ in blamed] == [
+        (["bob"], 1),
+        ([], 0),
+        ([], 2),
+    ]
 
 
 def test_blame_lists_every_author_of_a_line_in_order():

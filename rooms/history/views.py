@@ -1,0 +1,122 @@
+"""REST endpoints of a room's history (docs/protocol.md, "History"): blame, authorship, diffs,
+the time axis, and restoring an old version. `GET /rooms/<id>?version=V` (or `?at=`) is the
+room's usual body (rooms/views.py). JSON in, JSON out, errors as everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+
+from rooms import access, document, ot
+from rooms.history import answers, authors
+from rooms.live import live_rooms
+from rooms.models import Room
+from rooms.protocol import MAX_NAME_LENGTH, TOO_LARGE, ProtocolError, json_error
+from rooms.views import load_room, only
+
+
+def _version(request: HttpRequest, room: Room, name: str = "version") -> int:
+    return answers.version_between(request.GET.get(name, str(room.version)), room.version, name)
+
+
+def _answer(request: HttpRequest, room_id: str, answer) -> JsonResponse:
+    room = load_room(request, room_id)
+    if isinstance(room, JsonResponse):
+        return room
+    try:
+        return JsonResponse(answer(room))
+    except answers.BadRequest as error:
+        return json_error(400, str(error))
+
+
+@only("GET")
+def room_blame_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    return _answer(
+        request,
+        room_id,
+        lambda room: answers.blame_answer(room_id=room.id, version=_version(request, room)),
+    )
+
+
+@only("GET")
+def room_authorship_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    return _answer(
+        request,
+        room_id,
+        lambda room: answers.authorship_answer(room_id=room.id, version=_version(request, room)),
+    )
+
+
+@only("GET")
+def room_diff_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    def diff(room: Room) -> dict:
+        if "from" not in request.GET:
+            raise answers.BadRequest("'from' is missing: the version to compare with")
+        return answers.diff_answer(
+            room_id=room.id, old=_version(request, room, "from"), new=_version(request, room, "to")
+        )
+
+    return _answer(request, room_id, diff)
+
+
+@only("GET")
+def room_times_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    return _answer(
+        request, room_id, lambda room: answers.times_answer(room_id=room.id, head=room.version)
+    )
+
+
+@only("POST")
+async def room_restore_view(request: HttpRequest, room_id: str) -> JsonResponse:
+    """Commit the text of an old version as a new change, on this process's live room (the one
+    its connections here use) or on one loaded for the purpose."""
+    room = await sync_to_async(load_room)(request, room_id)
+    if isinstance(room, JsonResponse):
+        return room
+    if access.room_access(room, access.request_token(request)) != "edit":
+        return json_error(403, "restoring needs the room's edit token")
+    body = _restore_body(request.body)
+    if isinstance(body, JsonResponse):
+        return body
+    live = live_rooms.get(room.id)
+    loaded = live is None
+    if loaded:
+        live = await live_rooms.acquire(room.id)
+    # Like a connection without a client id: a user id of its own, which is also its client.
+    user = secrets.token_urlsafe(9)
+    try:
+        result = await document.room_restore(
+            live, version=body["version"], base_version=body["base"], user=user, client=user
+        )
+    except ProtocolError as error:
+        return json_error(413 if error.code == TOO_LARGE else 400, error.message)
+    finally:
+        if loaded:
+            live_rooms.release(live)
+    if body["name"]:
+        await authors.author_note(room_id=room.id, client=user, name=body["name"])
+    return JsonResponse({"version": result.version})
+
+
+def _restore_body(raw: bytes) -> dict | JsonResponse:
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        return json_error(400, 'the body must be a JSON object: {"version": V}')
+    fields = {"version": body.get("version"), "base": body.get("base"), "name": body.get("name")}
+    for key in ("version", "base"):
+        value = fields[key]
+        if (value is not None or key == "version") and (type(value) is not int or value < 0):
+            return json_error(400, f"'{key}' must be a non-negative integer")
+    name = fields["name"]
+    if name is not None and not (
+        isinstance(name, str) and 1 <= len(name) <= MAX_NAME_LENGTH and ot.is_valid_text(name)
+    ):
+        return json_error(400, f"'name' must be 1-{MAX_NAME_LENGTH} characters")
+    return fields
