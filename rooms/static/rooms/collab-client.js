@@ -80,6 +80,23 @@
  *               at the same place shortly usually gets the full answer) and `stale` (the text
  *               changed since asking, or had unconfirmed edits the server did not complete on:
  *               the items may fit another text; ask again once the edits are confirmed)
+ *   History (docs/protocol.md, "History"); each resolves the server's answer, or rejects with an
+ *   Error whose `code` is the server's error code:
+ *   doc.textAt(version) / doc.textAt({at: "2026-11-27T13:47:29Z"}) -> {version, code, ts, time}
+ *   doc.changes(since, limit?) -> {version, ops}   a page of the op log (limit <= 1000, def. 500)
+ *   doc.times() -> {version, times: [[version, ts]]}   a time axis, a point per 100 versions
+ *   doc.blame(version?) -> {version, lines}   doc.diff(from, to?) -> {from, to, hunks}
+ *   doc.restore(version) -> {version, restored}   the text of `version` as a new change of ours
+ *               (made against the version we have: what others committed since is kept); the
+ *               change itself arrives as a "change" event before this resolves
+ *   doc.history(get, params) -> the answer to any `history` request
+ *   Authorship, with the option `authorship: true`: loaded once per connection, then kept
+ *   current from the ops themselves (no more requests):
+ *   doc.authorship -> null until loaded, then {runs: [{from, to, author}], lines: [{version,
+ *               author, ts}], authors: Map(author -> {id, name, color})} for the current local
+ *               text (UTF-16 offsets; author = client id; our unconfirmed edits are ours with
+ *               version null; times of changes received live are this machine's clock)
+ *     "authorship"  ()  the authorship was loaded or a confirmed change moved it
  *   doc.reconnect()                         retry now instead of after the backoff delay
  *   doc.close()                             unconfirmed edits are dropped: wait for pending false
  *   doc.text, doc.version, doc.users, doc.cursors, doc.status, doc.hasPendingChanges,
@@ -88,7 +105,8 @@
  *   doc.readOnly (true from init on a view connection, once the server answers `forbidden`, or
  *     while an `access` message says "view"),
  *   doc.error
- *   Also exported: `ot` (the op type), `toCodePointOffset`, `toUtf16Offset`, `mapOffset`.
+ *   Also exported: `ot` (the op type), `toCodePointOffset`, `toUtf16Offset`, `mapOffset`,
+ *   `Authorship` (the authorship algorithm, for clients that keep it themselves).
  *
  * Usage with a textarea
  *   import {CollabClient, mapOffset} from "/static/rooms/collab-client.js";
@@ -618,6 +636,7 @@ const TYPING_REFRESH_MS = 2000;
 // Ops kept to move a cursor reported at an older version up to ours.
 const RECENT_OPS_KEPT = 200;
 const RATE_LIMIT_RETRY_MS = 1000;
+const HISTORY_TIMEOUT_MS = 15_000;
 const STABLE_CONNECTION_MS = 10_000;
 
 /** The server broke the protocol's ordering (a gap, an unknown ack): resync by reconnecting. */
@@ -637,6 +656,7 @@ export class CollabClient {
     maxReconnectDelayMs = 10_000,
     idleMs = 20_000,
     completeTimeoutMs = 10_000,
+    authorship = false,
   } = {}) {
     if (typeof WebSocket !== "function") {
       throw new TypeError("no WebSocket implementation: pass one as the WebSocket option");
@@ -705,6 +725,15 @@ export class CollabClient {
     this._typingSentAt = -Infinity;
     this._completions = new Map(); // id -> {resolve, reject, timer, text, unconfirmed}
     this._nextCompletionId = 1;
+    this._requests = new Map(); // history and restore requests: id -> {resolve, reject, timer}
+    this._nextRequestId = 1;
+
+    // Authorship of the confirmed text (see the Authorship class), when asked for.
+    this._trackAuthorship = authorship;
+    this._authorship = null;
+    this._authorshipWait = null; // {backlog}: confirmed ops that arrive while it loads
+    this._authors = new Map(); // client id -> {id, name, color}
+    this._clientOfUser = new Map(); // user id -> client id, learned from ops
 
     this._setStatus("connecting");
     this._connect();
@@ -889,6 +918,132 @@ export class CollabClient {
     });
   }
 
+  // -- history (public) ----------------------------------------------------------------------
+
+  /** The answer to a `history` request: `get` is one of text, changes, times, blame, authorship,
+   * diff; `params` its parameters (docs/protocol.md, "History"). */
+  history(get, params = {}) {
+    return this._request({...params, type: "history", get});
+  }
+
+  /** The text at a version (a number) or at a time ({at: ISO 8601}). */
+  textAt(when) {
+    return this.history("text", typeof when === "number" ? {version: when} : when);
+  }
+
+  changes(since, limit = undefined) {
+    return this.history("changes", limit === undefined ? {since} : {since, limit});
+  }
+
+  times() {
+    return this.history("times");
+  }
+
+  blame(version = undefined) {
+    return this.history("blame", version === undefined ? {} : {version});
+  }
+
+  diff(from, to = undefined) {
+    return this.history("diff", to === undefined ? {from} : {from, to});
+  }
+
+  /** Make the text what it was at `version`, as one new change by us. */
+  restore(version) {
+    try {
+      this._requireEditable();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this._request({type: "restore", version, base: this._version});
+  }
+
+  _request(message) {
+    if (this._status !== "connected") return Promise.reject(new Error("not connected"));
+    const id = this._nextRequestId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._requests.delete(id);
+        reject(new Error(`no answer within ${HISTORY_TIMEOUT_MS} ms`));
+      }, HISTORY_TIMEOUT_MS);
+      this._requests.set(id, {resolve, reject, timer});
+      this._send({...message, id});
+    });
+  }
+
+  _onAnswer(message) {
+    const waiting = this._requests.get(message.id);
+    if (!waiting) return;
+    this._requests.delete(message.id);
+    clearTimeout(waiting.timer);
+    // The envelope goes: what is left is the same body as the REST answer.
+    const {type, id, get, ...answer} = message;
+    if (type === "error") {
+      waiting.reject(Object.assign(new Error(answer.message), {code: answer.code}));
+    } else {
+      waiting.resolve(answer);
+    }
+  }
+
+  // -- authorship ------------------------------------------------------------------------------
+
+  /** The authorship of the local text, or null until it is loaded (option `authorship`). */
+  get authorship() {
+    if (!this._authorship) return null;
+    const local = this._authorship.copy();
+    let text = this._serverText;
+    for (const op of [this._inflight?.op, this._pending]) {
+      if (!op) continue;
+      local.apply(text, op, this.clientId, null, null);
+      text = apply(text, op);
+    }
+    return {...local.view(this._text), authors: new Map(this._authors)};
+  }
+
+  _loadAuthorship() {
+    const wait = (this._authorshipWait = {backlog: []});
+    this.history("authorship", {version: this._version}).then(
+      (answer) => {
+        if (this._authorshipWait !== wait) return; // disconnected meanwhile: loaded again later
+        this._authorshipWait = null;
+        for (const author of answer.authors) {
+          if (author.id && !this._authors.has(author.id)) this._authors.set(author.id, author);
+        }
+        const authorship = Authorship.decode(answer);
+        for (const [version, before, op, client, ts] of wait.backlog) {
+          if (version > answer.version) authorship.apply(before, op, client, version, ts);
+        }
+        this._authorship = authorship;
+        this._nameAuthors();
+        this._emit("authorship");
+      },
+      () => {
+        if (this._authorshipWait === wait) this._authorshipWait = null;
+      },
+    );
+  }
+
+  /** A confirmed op (`before`: the confirmed text it applies to) moves the authorship. */
+  _confirmedAuthorship(before, op, client, version, user) {
+    if (!this._trackAuthorship) return;
+    if (user) this._clientOfUser.set(user, client);
+    const ts = Date.now();
+    if (this._authorship) {
+      this._authorship.apply(before, op, client, version, ts);
+      this._nameAuthors();
+      this._emit("authorship");
+    } else if (this._authorshipWait) {
+      this._authorshipWait.backlog.push([version, before, op, client, ts]);
+    }
+  }
+
+  /** Authors who are here get the name and colour presence shows now. */
+  _nameAuthors() {
+    for (const user of this.users) {
+      const client = this._clientOfUser.get(user.id);
+      if (client) this._authors.set(client, {id: client, name: user.name, color: user.color});
+    }
+  }
+
   // -- connection (public) -------------------------------------------------------------------
 
   /** Reconnect now instead of waiting for the backoff delay (e.g. on the browser's "online"). */
@@ -965,11 +1120,13 @@ export class CollabClient {
     clearTimeout(this._rateLimitTimer);
     this._idleTimer = this._rateLimitTimer = null;
     this._expectVersionTooOld = false;
-    for (const {reject, timer} of this._completions.values()) {
+    for (const {reject, timer} of [...this._completions.values(), ...this._requests.values()]) {
       clearTimeout(timer);
       reject(new Error("disconnected"));
     }
     this._completions.clear();
+    this._requests.clear();
+    this._authorshipWait = null; // loaded again on the next connection, if still missing
   }
 
   /** Drop the connection and resume on a new one (after a gap, a stall or a bad message). */
@@ -1063,9 +1220,13 @@ export class CollabClient {
         return this._flush();
       case "ack":
         return this._onAck(message);
+      case "history":
+      case "restored":
+        return this._onAnswer(message);
       case "join":
       case "leave":
         this.users = message.users;
+        this._nameAuthors();
         if (message.type === "leave") this._dropCursor(message.user.id);
         this._emit(message.type, {user: message.user, users: message.users});
         return this._emit("users", message.users);
@@ -1078,6 +1239,7 @@ export class CollabClient {
       case "access":
         return this._onAccess(message.access);
       case "error":
+        if (this._requests.has(message.id)) return this._onAnswer(message);
         return this._onServerError(message);
       default:
         // pong only resets the idle timer; nothing else reaches an ops-mode connection.
@@ -1090,6 +1252,8 @@ export class CollabClient {
     this.userId = init.user_id;
     if (init.client_secret) this._clientSecret = init.client_secret;
     this.users = init.users;
+    this._clientOfUser.set(this.userId, this.clientId);
+    this._nameAuthors();
     if (init.access === "edit" || init.access === "view") {
       // Known before the first edit: a view connection never shows text it cannot keep.
       this.access = init.access;
@@ -1131,6 +1295,7 @@ export class CollabClient {
       this._cursorDirty = true;
       this._scheduleCursor();
     }
+    if (this._trackAuthorship && !this._authorship) this._loadAuthorship();
   }
 
   /** Resume: init.ops holds every op after our version. */
@@ -1182,6 +1347,9 @@ export class CollabClient {
     if (this._pending) local = local ? compose(local, this._pending) : this._pending;
     const rebased = local ? transform(local, diff(base, code), "left") : [];
     const before = this._text;
+    if (code !== this._serverText || version !== this._version) {
+      this._authorship = null; // it described the old document; _onInit loads it again
+    }
     this._serverText = code;
     this._version = version;
     this._inflight = null;
@@ -1224,10 +1392,12 @@ export class CollabClient {
     const serverText = apply(this._serverText, op);
     const before = this._text;
     const text = apply(before, incoming);
+    const confirmedBefore = this._serverText;
     this._serverText = serverText;
     this._text = text;
     if (inflight) this._inflight.op = inflight;
     this._pending = pending;
+    this._confirmedAuthorship(confirmedBefore, op, client, version, user);
     this._advance(version, op);
     this._moveCursors(incoming);
     this._emit("change", {changes: opToChanges(before, incoming), text, version, user});
@@ -1253,6 +1423,7 @@ export class CollabClient {
 
   _commitInflight(version) {
     const {op} = this._inflight;
+    this._confirmedAuthorship(this._serverText, op, this.clientId, version, this.userId);
     this._serverText = apply(this._serverText, op);
     this._inflight = null;
     clearTimeout(this._rateLimitTimer);
@@ -1469,4 +1640,291 @@ export class CollabClient {
 /** [a past b with side left, b past a with side right]: both then apply after the other. */
 function transformBoth(a, b) {
   return [transform(a, b, "left"), transform(b, a, "right")];
+}
+
+// --------------------------------------------------------------------------------------------
+// Authorship: who inserted each code point and which change last touched each line, a port of
+// the server's rooms/history/authorship.py (same rules, same results; see that file for the
+// reasoning). The server sends it once (a `history` request, get "authorship"); the client then
+// applies every confirmed op to it, so it stays current without asking again.
+// --------------------------------------------------------------------------------------------
+
+const NOBODY = 0;
+
+/** The op as replacements of the text before it: [start, end, inserted], code points. */
+function opHunks(op) {
+  const hunks = [];
+  let position = 0;
+  let current = null;
+  for (const part of op) {
+    if (typeof part === "number") {
+      current = null;
+      position += part;
+    } else if (typeof part === "string") {
+      if (!current) hunks.push((current = [position, position, ""]));
+      current[2] += part;
+    } else {
+      if (!current) hunks.push((current = [position, position, ""]));
+      position += part.d;
+      current[1] = position;
+    }
+  }
+  return hunks;
+}
+
+function countLineBreaks(text, from, to) {
+  let count = 0;
+  for (let i = text.indexOf("\n", from); i >= 0 && i < to; i = text.indexOf("\n", i + 1)) count++;
+  return count;
+}
+
+export class Authorship {
+  /**
+   * authors: keys (client ids; authors[0] is "" for nobody), runs: [[length, author index]]
+   * in code points, lines: [[version, author index, ts]] one per line.
+   */
+  constructor(authors, runs, lines) {
+    this.authors = [...authors];
+    this._index = new Map(this.authors.map((key, index) => [key, index]));
+    this.lengths = runs.map(([length]) => length);
+    this.whos = runs.map(([, who]) => who);
+    this.versions = lines.map(([version]) => version);
+    this.lineAuthors = lines.map(([, who]) => who);
+    this.times = lines.map(([, , ts]) => ts);
+  }
+
+  static initial(text, ts) {
+    const lines = Array.from({length: countLineBreaks(text, 0, text.length) + 1}, () => [
+      0,
+      NOBODY,
+      ts,
+    ]);
+    return new Authorship([""], text ? [[codePointLength(text), NOBODY]] : [], lines);
+  }
+
+  /** From the server's encoding (`authors` may be keys or {id, ...} objects). */
+  static decode({authors, runs, lines}) {
+    const pairs = [];
+    for (let i = 0; i < runs.length; i += 2) pairs.push([runs[i], runs[i + 1]]);
+    const records = [];
+    for (let i = 0; i < lines.length; i += 4) {
+      for (let n = 0; n < lines[i]; n++) records.push([lines[i + 1], lines[i + 2], lines[i + 3]]);
+    }
+    return new Authorship(
+      authors.map((author) => (typeof author === "string" ? author : author.id)),
+      pairs,
+      records,
+    );
+  }
+
+  copy() {
+    const clone = Object.create(Authorship.prototype);
+    clone.authors = [...this.authors];
+    clone._index = new Map(this._index);
+    clone.lengths = [...this.lengths];
+    clone.whos = [...this.whos];
+    clone.versions = [...this.versions];
+    clone.lineAuthors = [...this.lineAuthors];
+    clone.times = [...this.times];
+    return clone;
+  }
+
+  /** [[length, author index]] with neighbours of one author merged. */
+  runs() {
+    const merged = [];
+    for (let i = 0; i < this.lengths.length; i++) {
+      const last = merged[merged.length - 1];
+      if (last && last[1] === this.whos[i]) last[0] += this.lengths[i];
+      else merged.push([this.lengths[i], this.whos[i]]);
+    }
+    return merged;
+  }
+
+  /** The server's canonical encoding (rooms/history/authorship.py Authorship.encode). */
+  encode() {
+    const dense = new Map([[NOBODY, 0]]);
+    const authors = [""];
+    const index = (who) => {
+      if (!dense.has(who)) {
+        dense.set(who, authors.length);
+        authors.push(this.authors[who]);
+      }
+      return dense.get(who);
+    };
+    const runs = [];
+    for (const [length, who] of this.runs()) runs.push(length, index(who));
+    const lines = [];
+    for (let i = 0; i < this.versions.length; i++) {
+      const n = lines.length;
+      const record = [this.versions[i], this.lineAuthors[i], this.times[i]];
+      if (
+        i > 0 &&
+        record[0] === this.versions[i - 1] &&
+        record[1] === this.lineAuthors[i - 1] &&
+        record[2] === this.times[i - 1]
+      ) {
+        lines[n - 4]++;
+      } else {
+        lines.push(1, record[0], index(record[1]), record[2]);
+      }
+    }
+    return {authors, runs, lines};
+  }
+
+  /** Record the normalized `op`, applied to `text` (the text before it), as change `version`
+   * by `author` (a client id) at `ts`. */
+  apply(text, op, author, version, ts) {
+    const hunks = opHunks(op);
+    if (!hunks.length) return;
+    let who = this._index.get(author);
+    if (who === undefined) {
+      who = this.authors.length;
+      this._index.set(author, who);
+      this.authors.push(author);
+    }
+    // Line breaks are single UTF-16 units: the line work runs on UTF-16 indices of `text`.
+    const at16 = [];
+    let index = 0;
+    let position = 0;
+    for (const [start, end] of hunks) {
+      index = skipCodePoints(text, index, start - position);
+      const startIndex = index;
+      index = skipCodePoints(text, index, end - start);
+      position = end;
+      at16.push([startIndex, index]);
+    }
+    for (let h = hunks.length - 1; h >= 0; h--) {
+      const [start, end, inserted] = hunks[h];
+      if (end > start) this._delete(start, end - start);
+      if (inserted) this._insert(start, codePointLength(inserted), who);
+    }
+    const groups = [];
+    let line = 0;
+    let countedTo = 0;
+    hunks.forEach(([, , inserted], h) => {
+      const [start, end] = at16[h];
+      line += countLineBreaks(text, countedTo, start);
+      const first = line;
+      line += countLineBreaks(text, start, end);
+      countedTo = end;
+      const last = groups[groups.length - 1];
+      if (last && last[3] === first) {
+        last[4] += text.slice(last[1], start) + inserted;
+        last[1] = end;
+        last[3] = line;
+      } else {
+        groups.push([start, end, first, line, inserted]);
+      }
+    });
+    for (let g = groups.length - 1; g >= 0; g--) this._touchLines(text, ...groups[g], [version, who, ts]);
+  }
+
+  _touchLines(text, start, end, first, last, inserted, record) {
+    const count = countLineBreaks(inserted, 0, inserted.length) + 1;
+    const records = Array.from({length: count}, () => record);
+    const lineEnd = (at) => {
+      const found = text.indexOf("\n", at);
+      return found < 0 ? text.length : found;
+    };
+    // The start of the line holding `at` (lastIndexOf treats a negative start as 0).
+    const lineStart = (at) => (at > 0 ? text.lastIndexOf("\n", at - 1) + 1 : 0);
+    const firstStart = lineStart(start);
+    const lastStart = lineStart(end);
+    const old = (n) => [this.versions[n], this.lineAuthors[n], this.times[n]];
+    if (count === 1) {
+      if (!inserted && first !== last) {
+        if (start === firstStart && end === lastStart) records[0] = old(last);
+        else if (start === lineEnd(start) && end === lineEnd(end)) records[0] = old(first);
+      }
+    } else {
+      const keptFirst = inserted[0] === "\n" && start === lineEnd(start);
+      if (keptFirst) records[0] = old(first);
+      if (inserted[inserted.length - 1] === "\n" && end === lastStart && !(keptFirst && first === last)) {
+        records[count - 1] = old(last);
+      }
+    }
+    const span = last - first + 1;
+    this.versions.splice(first, span, ...records.map((r) => r[0]));
+    this.lineAuthors.splice(first, span, ...records.map((r) => r[1]));
+    this.times.splice(first, span, ...records.map((r) => r[2]));
+  }
+
+  /** The run the code point at `position` is in, and where that run starts. */
+  _runAt(position) {
+    let start = 0;
+    for (let i = 0; i < this.lengths.length; i++) {
+      if (start + this.lengths[i] > position) return [i, start];
+      start += this.lengths[i];
+    }
+    return [this.lengths.length, start];
+  }
+
+  _insert(position, length, who) {
+    const {lengths, whos} = this;
+    if (position === 0) {
+      if (whos[0] === who) lengths[0] += length;
+      else {
+        lengths.unshift(length);
+        whos.unshift(who);
+      }
+      return;
+    }
+    // The run the insert follows: the one holding the code point before it.
+    const [i, start] = this._runAt(position - 1);
+    const within = position - start;
+    if (whos[i] === who) lengths[i] += length;
+    else if (within === lengths[i]) {
+      if (i + 1 < lengths.length && whos[i + 1] === who) lengths[i + 1] += length;
+      else {
+        lengths.splice(i + 1, 0, length);
+        whos.splice(i + 1, 0, who);
+      }
+    } else {
+      const rest = lengths[i] - within;
+      lengths[i] = within;
+      lengths.splice(i + 1, 0, length, rest);
+      whos.splice(i + 1, 0, who, whos[i]);
+    }
+  }
+
+  _delete(position, length) {
+    const {lengths, whos} = this;
+    let [i, start] = this._runAt(position);
+    let within = position - start;
+    while (length > 0) {
+      const take = Math.min(length, lengths[i] - within);
+      lengths[i] -= take;
+      length -= take;
+      if (lengths[i] === 0) {
+        lengths.splice(i, 1);
+        whos.splice(i, 1);
+      } else i++;
+      within = 0;
+    }
+    if (i > 0 && i < lengths.length && whos[i - 1] === whos[i]) {
+      lengths[i - 1] += lengths[i];
+      lengths.splice(i, 1);
+      whos.splice(i, 1);
+    }
+  }
+
+  /**
+   * For an editor: [{from, to, author}] (UTF-16 offsets of `text`, author keys, nobody's text
+   * left out) and [{version, author, ts}] per line (author null for version 0).
+   */
+  view(text) {
+    const runs = [];
+    let index = 0;
+    for (const [length, who] of this.runs()) {
+      const from = index;
+      index = skipCodePoints(text, index, length);
+      if (who !== NOBODY) runs.push({from, to: index, author: this.authors[who]});
+    }
+    const lines = this.versions.map((version, n) => ({
+      version,
+      author: this.lineAuthors[n] === NOBODY ? null : this.authors[this.lineAuthors[n]],
+      ts: this.times[n],
+    }));
+    return {runs, lines};
+  }
 }
