@@ -9,7 +9,7 @@ export {
   StateField,
   Transaction,
 } from "@codemirror/state";
-export {Decoration, EditorView, keymap, WidgetType} from "@codemirror/view";
+export {Decoration, EditorView, GutterMarker, gutter, keymap, WidgetType} from "@codemirror/view";
 export {autocompletion, startCompletion} from "@codemirror/autocomplete";
 export {indentWithTab} from "@codemirror/commands";
 export {indentUnit} from "@codemirror/language";

@@ -106,7 +106,9 @@
  *     while an `access` message says "view"),
  *   doc.error
  *   Also exported: `ot` (the op type), `toCodePointOffset`, `toUtf16Offset`, `mapOffset`,
- *   `Authorship` (the authorship algorithm, for clients that keep it themselves).
+ *   `opToChanges(text, op)` (an op as editor changes: [{from, to, insert}], UTF-16, e.g. to
+ *   replay history entries) and `Authorship` (the authorship algorithm, for clients that keep
+ *   it themselves).
  *
  * Usage with a textarea
  *   import {CollabClient, mapOffset} from "/static/rooms/collab-client.js";
@@ -568,7 +570,7 @@ export const ot = Object.freeze({
 // --------------------------------------------------------------------------------------------
 
 /** `op` (code points, applied to `text`) as editor changes: UTF-16 offsets into `text`. */
-function opToChanges(text, op) {
+export function opToChanges(text, op) {
   const changes = [];
   let pos = 0;
   // A delete and an insert at one spot (in either order) become one replacement.
@@ -1397,10 +1399,11 @@ export class CollabClient {
     this._text = text;
     if (inflight) this._inflight.op = inflight;
     this._pending = pending;
-    this._confirmedAuthorship(confirmedBefore, op, client, version, user);
     this._advance(version, op);
     this._moveCursors(incoming);
     this._emit("change", {changes: opToChanges(before, incoming), text, version, user});
+    // After "change": an editor shows the new text before it redraws the authorship of it.
+    this._confirmedAuthorship(confirmedBefore, op, client, version, user);
     this._placeLaterCursors();
   }
 

@@ -4,7 +4,8 @@
  * Binds a CodeMirror 6 editor (vendor/codemirror.bundle.js, built by frontend/build.mjs) to a
  * room through collab-client.js in ops mode: local edits become ops, remote ops become
  * CodeMirror changes, and the users list, remote cursors and selections, typing indicator,
- * connection status and autocomplete come from the same connection.
+ * connection status and autocomplete come from the same connection. Who wrote what (the gutter
+ * and the author colours) is authorship-view.js; the history panel is history-panel.js.
  *
  * URLs: `/` shows the start card; `/r/<id>` (or `/?room=<id>`) opens a room. A private room's
  * token rides in the fragment, `/r/<id>#token=...`: browsers never send a fragment, so the token
@@ -34,7 +35,9 @@ import {
   python,
   startCompletion,
 } from "./vendor/codemirror.bundle.js";
+import {authorshipView} from "./authorship-view.js";
 import {CollabClient} from "./collab-client.js";
+import {HistoryPanel} from "./history-panel.js";
 
 const NAME_KEY = "collabsite.name";
 const VIEW_TOKEN_KEY = (roomId) => `collabsite.viewToken.${roomId}`;
@@ -309,7 +312,9 @@ class Room {
       url: `/ws/${encodeURIComponent(roomId)}`,
       name: storedName(),
       token,
+      authorship: true,
     });
+    this.authorship = authorshipView(this.doc);
     this.doc.on("ready", ({text}) => this.onReady(text));
     this.doc.on("change", (event) => this.onRemoteChange(event));
     this.doc.on("status", (status, {pending}) => this.onStatus(status, pending));
@@ -369,6 +374,7 @@ class Room {
           EditorState.lineSeparator.of("\n"),
           autocompletion({override: [(context) => this.completions(context)]}),
           peerField,
+          this.authorship.extensions,
           // init says whether this connection may edit, so a view link is read-only from the
           // first frame instead of showing typed text that the server then refuses.
           this.readOnly.of(this.doc.readOnly ? READ_ONLY : []),
@@ -378,6 +384,8 @@ class Room {
       }),
     });
     this.view.focus();
+    this.authorship.connect(this.view);
+    this.setupHistory();
     if (this.doc.readOnly) this.showViewOnly();
     // Our cursor goes out at once, so the others see where we are (and a server that does not
     // say `access` in init refuses a view link here, before any edit is lost).
@@ -385,6 +393,41 @@ class Room {
     this.renderUsers();
     this.showPeers();
     this.showPosition();
+  }
+
+  /** The history panel and the author colours: two buttons in the top bar. */
+  setupHistory() {
+    const actions = document.querySelector(".topbar-actions");
+    const colors = Object.assign(document.createElement("button"), {
+      id: "authors-toggle",
+      type: "button",
+      className: "button",
+      textContent: "Colour by author",
+      title: "Show who wrote each part of the text, in the colours of the people list",
+    });
+    colors.setAttribute("aria-pressed", "false");
+    colors.onclick = () => {
+      const on = colors.getAttribute("aria-pressed") !== "true";
+      colors.setAttribute("aria-pressed", String(on));
+      this.authorship.showColors(on);
+    };
+    const panel = new HistoryPanel({
+      doc: this.doc,
+      roomId: this.roomId,
+      token: this.token,
+      pane: $("editor").parentElement,
+      live: $("editor"),
+      toast,
+    });
+    const open = Object.assign(document.createElement("button"), {
+      id: "history-toggle",
+      type: "button",
+      className: "button",
+      textContent: "History",
+      title: "Look at the code at any earlier version, replay it, compare, restore",
+    });
+    open.onclick = () => (panel.isOpen ? panel.close() : panel.open());
+    actions.prepend(open, colors);
   }
 
   /** Local edits go to the server; remote ones (annotated) came from it. */
