@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
@@ -85,14 +85,18 @@ class Authorship:
         """The inverse of `encode()`."""
         runs = data["runs"]
         lines = data["lines"]
-        expanded: list[tuple[int, int, int]] = []
+        authorship = cls(list(data["authors"]), [], [])
+        lengths, whos = runs[0::2], runs[1::2]
+        for start in range(0, len(lengths), BLOCK_RUNS):
+            block = (lengths[start : start + BLOCK_RUNS], whos[start : start + BLOCK_RUNS])
+            authorship._blocks.append(block)
+            authorship._totals.append(sum(block[0]))
         for i in range(0, len(lines), 4):
-            expanded += [(lines[i + 1], lines[i + 2], lines[i + 3])] * lines[i]
-        return cls(
-            list(data["authors"]),
-            [(runs[i], runs[i + 1]) for i in range(0, len(runs), 2)],
-            expanded,
-        )
+            count = lines[i]
+            authorship.versions.extend(array("q", [lines[i + 1]]) * count)
+            authorship.line_authors.extend(array("q", [lines[i + 2]]) * count)
+            authorship.times.extend(array("q", [lines[i + 3]]) * count)
+        return authorship
 
     @classmethod
     def from_json(cls, text: str) -> Authorship:
@@ -382,29 +386,30 @@ def _line_groups(
     return groups
 
 
-def line_blame(text: str, authorship: Authorship) -> list[tuple[list[int], int, int, int]]:
+def line_blame(text: str, authorship: Authorship) -> list[tuple[tuple[int, ...], int, int, int]]:
     """Per line of `text`: (the authors of its characters before its line break, first seen
     first, nobody left out; the version, author and ts of the last change that touched it)."""
-    ends = list(accumulate(length for length, _ in authorship.runs()))
-    whos = [who for _, who in authorship.runs()]
+    ends: list[int] = []
+    whos: list[int] = []
+    end = 0
+    for length, who in authorship.runs():
+        end += length
+        ends.append(end)
+        whos.append(who)
     result = []
     start = 0
     run = 0
-    for version, last_author, ts in authorship.lines():
-        end = text.find("\n", start)
-        end = len(text) if end < 0 else end
-        seen: list[int] = []
+    for line, record in zip(text.split("\n"), authorship.lines(), strict=True):
+        end = start + len(line)
+        users: tuple[int, ...] = ()
         if end > start:
             while ends[run] <= start:
                 run += 1
-            i = run
-            while True:
-                who = whos[i]
-                if who != NOBODY and who not in seen:
-                    seen.append(who)
-                if ends[i] >= end:
-                    break
-                i += 1
-        result.append((seen, version, last_author, ts))
+            last = bisect_left(ends, end, run)  # the run holding the line's last character
+            if last == run:
+                users = () if whos[run] == NOBODY else (whos[run],)
+            else:
+                users = tuple(who for who in dict.fromkeys(whos[run : last + 1]) if who != NOBODY)
+        result.append((users, *record))
         start = end + 1
     return result

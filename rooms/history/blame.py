@@ -22,33 +22,46 @@ def iso_time(ts: int) -> str:
 def blame_body(
     *, text: str, authorship: Authorship, version: int, names: dict[str, str]
 ) -> dict[str, Any]:
-    """{"version", "lines": [{"line", "users", "version", "time", "ts", "author"}]}: `users` the
-    authors of the line's characters (first seen first; none for text the room started with),
-    `version`, `time` (ISO 8601) and `ts` (epoch ms) the last change that touched the line,
-    `author` who made that change (null for version 0)."""
+    """{"version", "lines": [{"line", "users", "version", "time", "author"}], "authors"}:
+    `users` the authors of the line's characters ({"id", "name"}, first seen first; none for
+    text the room started with), `version` and `time` (ISO 8601) the last change that touched
+    the line and `author` the id of who made it (null for version 0); `authors` maps every id
+    mentioned to {"name", "color"}. A 10,000-line file is a long answer: each author's name and
+    colour are spelled out once, not per line."""
+    keys = authorship.authors
     public: dict[int, dict[str, Any]] = {}
+    users_of: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     times: dict[int, str] = {}
 
     def user(who: int) -> dict[str, Any]:
         if who not in public:
-            public[who] = author_public(authorship.authors[who], names)
+            public[who] = author_public(keys[who], names)
         return public[who]
 
     lines = []
     for number, (users, changed, last, ts) in enumerate(line_blame(text, authorship), start=1):
+        listed = users_of.get(users)
+        if listed is None:
+            listed = users_of[users] = [
+                {"id": user(who)["id"], "name": user(who)["name"]} for who in users
+            ]
         if ts not in times:
             times[ts] = iso_time(ts)
+        if last != NOBODY:
+            user(last)
         lines.append(
             {
                 "line": number,
-                "users": [user(who) for who in users],
+                "users": listed,
                 "version": changed,
                 "time": times[ts],
-                "ts": ts,
-                "author": None if last == NOBODY else user(last),
+                "author": keys[last] if last != NOBODY else None,
             }
         )
-    return {"version": version, "lines": lines}
+    authors = {
+        entry["id"]: {"name": entry["name"], "color": entry["color"]} for entry in public.values()
+    }
+    return {"version": version, "lines": lines, "authors": authors}
 
 
 def authorship_body(

@@ -4,6 +4,7 @@ authorship, diffs, the time axis and restore, over REST and the WebSocket."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from channels.db import database_sync_to_async
@@ -118,16 +119,26 @@ async def test_blame_names_who_wrote_each_line_and_the_last_change_of_it(room, a
         return [(user["id"], user["name"]) for user in lines[number]["users"]]
 
     assert who(1) == [("alice-tab-1", "alice")]  # "  # hi" by alice on the room's first line
-    assert (lines[1]["version"], lines[1]["author"]["name"]) == (3, "alice")
+    assert (lines[1]["version"], lines[1]["author"]) == (3, "alice-tab-1")
     assert who(2) == [("bob-tab-01", "bob")]
-    assert (lines[2]["version"], lines[2]["author"]["id"]) == (2, "bob-tab-01")
+    assert (lines[2]["version"], lines[2]["author"]) == (2, "bob-tab-01")
     assert who(3) == [("alice-tab-1", "alice")] and lines[3]["version"] == 1
     assert lines[4]["users"] == [] and lines[4]["version"] == 0 and lines[4]["author"] is None
+    times = dict(
+        [entry async for entry in Op.objects.filter(room_id=room.id).values_list("version", "ts")]
+    )
     for line in lines.values():
+        assert set(line) == {"line", "users", "version", "time", "author"}
         assert line["time"].endswith("Z")
-        assert dt.datetime.fromisoformat(line["time"]).timestamp() * 1000 == line["ts"]
+        if line["version"]:
+            ts = dt.datetime.fromisoformat(line["time"]).timestamp() * 1000
+            assert ts == times[line["version"]]
         for user in line["users"]:
-            assert set(user) == {"id", "name", "color"} and user["color"].startswith("#")
+            assert set(user) == {"id", "name"}
+    # Names and colours once, for every author mentioned.
+    assert set(body["authors"]) == {"alice-tab-1", "bob-tab-01"}
+    assert body["authors"]["bob-tab-01"]["name"] == "bob"
+    assert re.fullmatch(r"#[0-9a-f]{6}", body["authors"]["bob-tab-01"]["color"])
 
 
 async def test_blame_at_an_older_version(room, async_client):
@@ -233,7 +244,8 @@ async def test_restore_commits_the_old_text_as_a_new_change_everyone_gets(room, 
     blamed = (await async_client.get(f"/rooms/{room.id}/blame")).json()["lines"]
     # The restore wrote the first two lines back; the third is as it was at version 1 and now.
     assert [line["version"] for line in blamed] == [4, 4, 1, 0]
-    assert blamed[1]["author"]["name"] == "restorer"
+    body = (await async_client.get(f"/rooms/{room.id}/blame")).json()
+    assert body["authors"][blamed[1]["author"]]["name"] == "restorer"
     await watcher.close()
     await reader.close()
 
@@ -358,13 +370,10 @@ async def test_restore_over_the_websocket_is_the_connections_own_change(room, as
     }
     assert (await other.receive_type("op"))["version"] == 4
     assert (await async_client.get(f"/rooms/{room.id}")).json()["code"] == texts[0]
-    blamed = (await async_client.get(f"/rooms/{room.id}/blame")).json()["lines"]
-    assert [line["version"] for line in blamed] == [4, 4, 0]
-    assert blamed[1]["author"] == {
-        "id": "carol-tab-1",
-        "name": "carol",
-        "color": blamed[1]["author"]["color"],
-    }
+    body = (await async_client.get(f"/rooms/{room.id}/blame")).json()
+    assert [line["version"] for line in body["lines"]] == [4, 4, 0]
+    assert body["lines"][1]["author"] == "carol-tab-1"
+    assert body["authors"]["carol-tab-1"]["name"] == "carol"
     error = await restorer.request({"type": "restore", "id": 6, "version": 9}, "error")
     assert (error["code"], error["id"]) == ("bad_message", 6)
     await restorer.close()
