@@ -33,6 +33,10 @@ NOBODY = 0
 # Runs per block: an edit walks the block totals and then one block, so both stay short. A block
 # is split in two when it doubles.
 BLOCK_RUNS = 32
+# The author table is compacted (authors no longer in the text or the line records dropped) when
+# it reaches this size, then when it doubles again: memory stays bounded by what the text uses,
+# however many clients come and go, for O(1) per edit amortised.
+COMPACT_AUTHORS_AT = 64
 
 
 class Authorship:
@@ -40,6 +44,7 @@ class Authorship:
 
     __slots__ = (
         "_blocks",
+        "_compact_at",
         "_hint",
         "_index",
         "_mark",
@@ -71,6 +76,7 @@ class Authorship:
         # (position, its line number) in the current text, and (block, its start position).
         self._mark = (0, 0)
         self._hint = (0, 0)
+        self._compact_at = max(COMPACT_AUTHORS_AT, 2 * len(authors))
 
     # -- making one --------------------------------------------------------------------------
 
@@ -117,6 +123,7 @@ class Authorship:
         clone.times = array("q", self.times)
         clone._mark = self._mark
         clone._hint = self._hint
+        clone._compact_at = self._compact_at
         return clone
 
     # -- reading ---------------------------------------------------------------------------
@@ -182,6 +189,8 @@ class Authorship:
             return  # a no-op change: it touches nothing
         who = self._index.get(author)
         if who is None:
+            if len(self.authors) >= self._compact_at:
+                self._compact()
             who = self._index[author] = len(self.authors)
             self.authors.append(author)
         # Right to left: each hunk's positions and line numbers are those of `text`, which the
@@ -196,6 +205,20 @@ class Authorship:
             self._touch_lines(text, *group, (version, who, ts))
         # Nothing before the first hunk moved: its start and line hold in the new text too.
         self._mark = (groups[0][0], groups[0][2])
+
+    def _compact(self) -> None:
+        """Drop the authors nothing refers to any more and number the others densely."""
+        used = {NOBODY}
+        for _, whos in self._blocks:
+            used.update(whos)
+        used.update(self.line_authors)
+        dense = {old: new for new, old in enumerate(sorted(used))}
+        self.authors = [self.authors[old] for old in sorted(used)]
+        self._index = {key: index for index, key in enumerate(self.authors)}
+        for _, whos in self._blocks:
+            whos[:] = [dense[who] for who in whos]
+        self.line_authors = array("q", [dense[who] for who in self.line_authors])
+        self._compact_at = max(COMPACT_AUTHORS_AT, 2 * len(self.authors))
 
     def _touch_lines(
         self,

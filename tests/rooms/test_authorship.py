@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from rooms import ot
-from rooms.history.authorship import Authorship, line_blame
+from rooms.history.authorship import COMPACT_AUTHORS_AT, Authorship, line_blame
 
 
 def authors_per_character(authorship: Authorship) -> list[str]:
@@ -206,3 +206,14 @@ def test_many_authors_at_random_places_stay_consistent_across_blocks():
         room.edit(op, f"u{number % 7}")
     assert authors_per_character(room.authorship) == model
     assert len(room.authorship._blocks) > 3
+
+
+def test_authors_who_left_no_trace_do_not_pile_up_in_memory():
+    """Thousands of short-lived clients (e.g. text-mode bots reconnecting) each edit once and
+    their text is replaced: the author table stays the size of what the text still uses."""
+    room = Room("x\n")
+    for number in range(5000):
+        room.edit([{"d": len(room.text)}, f"bot {number}\n"], f"bot-client-{number}")
+    assert len(room.authorship.authors) <= 2 * COMPACT_AUTHORS_AT
+    assert authors_per_character(room.authorship) == [f"bot-client-{4999}"] * len(room.text)
+    assert room.authorship.encode()["authors"] == ["", "bot-client-4999"]
