@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 # Changes each live room keeps in memory: enough to transform a late op and to deliver to a
 # slow socket without reading the database in the normal case.
 RECENT_CHANGES_KEPT = 1000
+# An older text is rebuilt by undoing recent changes only this far back: further, reading the
+# copy of the text before it (at most 99 ops away, rooms/history/past.py) costs less.
+UNDO_WALK_MAX = 100
 
 
 class Member(Protocol):
@@ -246,6 +249,8 @@ class LiveRoom:
         """The text as it was at `version` (0 <= version <= head)."""
         if version == self.version:
             return self.text
+        if self.version - version > UNDO_WALK_MAX:
+            return await store.text_at(self.room_id, version)
         text = self.text
         for v in range(self.version, version, -1):
             change = self.change_at(v)
