@@ -64,6 +64,9 @@ MODES = ("text", "ops")
 GONE = (OSError, RuntimeError)
 # What a view token may not send (decided before any other validation).
 EDITING_TYPES = frozenset({"sync_code", "op", "cursor", "typing", "restore"})
+# History requests one connection may have answered at a time: blame of a long file costs real
+# CPU, and the message rate limit alone would let one socket ask for a hundred a second.
+HISTORY_IN_FLIGHT_MAX = 4
 
 
 def _reject_constant(name: str) -> None:
@@ -220,6 +223,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     blocked_send: asyncio.Future | None = None
     # This connection's name is recorded as its client's author name (rooms/history/authors.py).
     authored = False
+    history_in_flight = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -566,9 +570,18 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_history(self, message: dict[str, Any]) -> None:
         request_id = require_int(message, "id")
+        if self.history_in_flight >= HISTORY_IN_FLIGHT_MAX:
+            refusal = f"at most {HISTORY_IN_FLIGHT_MAX} history requests at a time"
+            await self.send_json({**error_message(RATE_LIMITED, refusal), "id": request_id})
+            return
         # Answered beside this connection's messages (blame of a long file takes a while), like
         # completions; `id` matches answers to requests.
-        self.start_side_task(self.send_history(request_id, message))
+        self.history_in_flight += 1
+        task = self.start_side_task(self.send_history(request_id, message))
+        task.add_done_callback(self.history_done)
+
+    def history_done(self, task: asyncio.Future) -> None:
+        self.history_in_flight -= 1
 
     async def send_history(self, request_id: int, message: dict[str, Any]) -> None:
         try:

@@ -391,3 +391,20 @@ async def test_a_view_token_reads_history_but_may_not_restore():
     error = await viewer.request({"type": "restore", "id": 2, "version": 0}, "error")
     assert error["code"] == "forbidden"
     await viewer.close()
+
+
+async def test_a_connection_has_at_most_four_history_requests_answered_at_a_time(room):
+    await three_versions(room.id)
+    page = Client(f"/ws/{room.id}?mode=ops")
+    await page.connect()
+    # Sent back to back: the first four are in flight when the fifth arrives.
+    for request_id in range(1, 6):
+        await page.send({"type": "history", "id": request_id, "get": "blame"})
+    replies = [await page.receive_type("history", "error") for _ in range(5)]
+    refused = [reply for reply in replies if reply["type"] == "error"]
+    assert [(reply["code"], reply["id"]) for reply in refused] == [("rate_limited", 5)]
+    assert sorted(reply["id"] for reply in replies if reply["type"] == "history") == [1, 2, 3, 4]
+    # Once answered, asking again is fine.
+    answer = await page.request({"type": "history", "id": 6, "get": "times"}, "history")
+    assert answer["id"] == 6
+    await page.close()
