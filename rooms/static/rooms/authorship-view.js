@@ -116,9 +116,9 @@ export function authorshipView(doc) {
     frame = null;
     const current = doc.authorship;
     if (!view || !current) return;
-    // The editor shows the client's text (every change goes through both at once); if it does
-    // not yet, the next frame will.
-    if (view.state.doc.length !== doc.text.length) return schedule();
+    // The editor shows the client's text (every change goes through both at once); should it
+    // not, the change that brings them together redraws again.
+    if (view.state.doc.length !== doc.text.length) return;
     view.dispatch({effects: setAuthorship.of({...current, me: doc.clientId})});
   };
   const schedule = () => {
