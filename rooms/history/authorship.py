@@ -237,28 +237,44 @@ class Authorship:
         if count == 1 and first == last:  # the usual keystroke: one line changed in place
             self.versions[first], self.line_authors[first], self.times[first] = record
             return
-        records = [record] * count
-        first_start = text.rfind("\n", 0, start) + 1
-        first_end = text.find("\n", start)
-        first_end = len(text) if first_end < 0 else first_end
-        last_start = text.rfind("\n", 0, end) + 1
-        last_end = text.find("\n", end)
-        last_end = len(text) if last_end < 0 else last_end
+
+        def line_start(position: int) -> int:
+            return text.rfind("\n", 0, position) + 1
+
+        def line_end(position: int) -> int:
+            found = text.find("\n", position)
+            return len(text) if found < 0 else found
+
+        kept_first = kept_last = False
         if count == 1:
             if not inserted:  # a deletion across lines: the joined line may be one of the old ones
-                if start == first_start and end == last_start:
-                    records[0] = self._line(last)  # whole lines deleted above it
-                elif start == first_end and end == last_end:
-                    records[0] = self._line(first)  # whole lines deleted below it
+                if start == line_start(start) and end == line_start(end):
+                    kept_last = True  # whole lines deleted above it
+                elif start == line_end(start) and end == line_end(end):
+                    kept_first = True  # whole lines deleted below it
         else:
-            kept_first = inserted[0] == "\n" and start == first_end
-            if kept_first:
-                records[0] = self._line(first)  # split off its end: it is what it was
-            if inserted[-1] == "\n" and end == last_start and not (kept_first and first == last):
-                records[-1] = self._line(last)  # split off its start: it is what it was
-        self.versions[first : last + 1] = array("q", [r[0] for r in records])
-        self.line_authors[first : last + 1] = array("q", [r[1] for r in records])
-        self.times[first : last + 1] = array("q", [r[2] for r in records])
+            # A line split exactly at its end or its start is what it was.
+            kept_first = inserted[0] == "\n" and start == line_end(start)
+            kept_last = (
+                inserted[-1] == "\n"
+                and end == line_start(end)
+                and not (kept_first and first == last)
+            )
+        span = slice(first, last + 1)
+        if not (kept_first or kept_last):
+            version, who, ts = record
+            self.versions[span] = array("q", [version]) * count
+            self.line_authors[span] = array("q", [who]) * count
+            self.times[span] = array("q", [ts]) * count
+            return
+        records = [record] * count
+        if kept_first:
+            records[0] = self._line(first)
+        if kept_last:
+            records[-1] = self._line(last)
+        self.versions[span] = array("q", [r[0] for r in records])
+        self.line_authors[span] = array("q", [r[1] for r in records])
+        self.times[span] = array("q", [r[2] for r in records])
 
     def _line(self, number: int) -> tuple[int, int, int]:
         return self.versions[number], self.line_authors[number], self.times[number]
