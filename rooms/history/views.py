@@ -9,13 +9,13 @@ import json
 import secrets
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from rooms import access, document, ot
 from rooms.history import answers, authors
 from rooms.live import live_rooms
 from rooms.models import Room
-from rooms.protocol import MAX_NAME_LENGTH, TOO_LARGE, ProtocolError, json_error
+from rooms.protocol import MAX_NAME_LENGTH, TOO_LARGE, ProtocolError, encode_frame, json_error
 from rooms.views import load_room, only
 
 
@@ -23,18 +23,20 @@ def _version(request: HttpRequest, room: Room, name: str = "version") -> int:
     return answers.version_between(request.GET.get(name, str(room.version)), room.version, name)
 
 
-def _answer(request: HttpRequest, room_id: str, answer) -> JsonResponse:
+def _answer(request: HttpRequest, room_id: str, answer) -> HttpResponse:
     room = load_room(request, room_id)
     if isinstance(room, JsonResponse):
         return room
     try:
-        return JsonResponse(answer(room))
+        body = answer(room)
     except answers.BadRequest as error:
         return json_error(400, str(error))
+    # Compact JSON (the WebSocket's own encoder): blame of a long file is megabytes otherwise.
+    return HttpResponse(encode_frame(body), content_type="application/json")
 
 
 @only("GET")
-def room_blame_view(request: HttpRequest, room_id: str) -> JsonResponse:
+def room_blame_view(request: HttpRequest, room_id: str) -> HttpResponse:
     return _answer(
         request,
         room_id,
@@ -43,7 +45,7 @@ def room_blame_view(request: HttpRequest, room_id: str) -> JsonResponse:
 
 
 @only("GET")
-def room_authorship_view(request: HttpRequest, room_id: str) -> JsonResponse:
+def room_authorship_view(request: HttpRequest, room_id: str) -> HttpResponse:
     return _answer(
         request,
         room_id,
@@ -52,7 +54,7 @@ def room_authorship_view(request: HttpRequest, room_id: str) -> JsonResponse:
 
 
 @only("GET")
-def room_diff_view(request: HttpRequest, room_id: str) -> JsonResponse:
+def room_diff_view(request: HttpRequest, room_id: str) -> HttpResponse:
     def diff(room: Room) -> dict:
         if "from" not in request.GET:
             raise answers.BadRequest("'from' is missing: the version to compare with")
@@ -64,7 +66,7 @@ def room_diff_view(request: HttpRequest, room_id: str) -> JsonResponse:
 
 
 @only("GET")
-def room_times_view(request: HttpRequest, room_id: str) -> JsonResponse:
+def room_times_view(request: HttpRequest, room_id: str) -> HttpResponse:
     return _answer(
         request, room_id, lambda room: answers.times_answer(room_id=room.id, head=room.version)
     )
