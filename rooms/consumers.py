@@ -27,7 +27,7 @@ from autocomplete import completion
 from rooms import access, accounts, document, identity, metrics, ot, presence, sockets
 from rooms.changes import Change
 from rooms.groups import group_name
-from rooms.history import answers, authors
+from rooms.history import answers
 from rooms.limits import TokenBucket
 from rooms.live import LiveRoom, live_rooms
 from rooms.presence import CursorThrottle, TypingState
@@ -512,23 +512,26 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             self.live.room_id, user_id=self.user_id, name=self.name
         )
         await self.announce("room.join", users)
-        if self.authored:
-            self.authored = False
-            await self.note_author()
+        self.authored = False  # the new name goes with this connection's next change
 
     async def on_sync_code(self, message: dict[str, Any]) -> None:
         code = require_text(message, "code")
         base = require_int(message, "version", optional=True)
         async with self.own_change():
             result = await document.change_submit(
-                self.live, base_version=base, text=code, user=self.user_id, client=self.client_id
+                self.live,
+                base_version=base,
+                text=code,
+                user=self.user_id,
+                client=self.client_id,
+                author_name=self.author_name(),
             )
+            self.authored |= not result.duplicate
             self.typing.edited()
             ack: dict[str, Any] = {"type": "ack", "version": result.version}
             if result.text != code:
                 ack["code"] = result.text
             await self.send_ack(result, ack)
-        await self.note_author()
 
     async def on_op(self, message: dict[str, Any]) -> None:
         if self.mode != "ops":
@@ -549,24 +552,16 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 user=self.user_id,
                 client=self.client_id,
                 seq=seq,
+                author_name=self.author_name(),
             )
+            self.authored |= not result.duplicate
             self.typing.edited()
             await self.send_ack(result, {"type": "ack", "version": result.version, "seq": seq})
-        await self.note_author()
 
-    async def note_author(self) -> None:
-        """Record this connection's name for its client's changes, once it has made one."""
-        if self.authored:
-            return
-        self.authored = True
-        try:
-            await authors.author_note(
-                room_id=self.live.room_id, client=self.client_id, name=self.name
-            )
-        except Exception:
-            # Blame then shows a default name until the next try; the change itself is safe.
-            self.authored = False
-            logger.exception("room %s: recording an author's name failed", self.live.room_id)
+    def author_name(self) -> str | None:
+        """The name to record with this connection's next change: its name, with its first
+        change and the first after a rename (rooms/history/authors.py); else None."""
+        return None if self.authored else self.name
 
     async def on_history(self, message: dict[str, Any]) -> None:
         request_id = require_int(message, "id")
@@ -608,17 +603,18 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 base_version=base,
                 user=self.user_id,
                 client=self.client_id,
+                author_name=self.author_name(),
             )
         except ProtocolError as error:
             await self.send_json({**error_message(error.code, error.message), "id": request_id})
             return
+        self.authored = True
         # The restore reaches this connection as a change like any other (it is not the
         # client's own op to acknowledge), before the answer.
         await self.deliver_through(result.version)
         await self.send_json(
             {"type": "restored", "id": request_id, "version": result.version, "restored": version}
         )
-        await self.note_author()
 
     @contextlib.asynccontextmanager
     async def own_change(self) -> AsyncIterator[None]:

@@ -76,12 +76,14 @@ async def change_submit(
     user: str,
     client: str,
     seq: int | None = None,
+    author_name: str | None = None,
 ) -> CommitResult:
     """Commit one change, given as an op or as a whole new text, and announce it.
 
-    `base_version` is the version the change was made against (None: the head). Returns once
-    the change is durable. Raises ProtocolError for a change that cannot be applied; then
-    nothing changed.
+    `base_version` is the version the change was made against (None: the head); `author_name`,
+    when given, is recorded with the change as its client's name in this room (blame shows
+    it). Returns once the change is durable. Raises ProtocolError for a change that cannot be
+    applied; then nothing changed.
     """
     if op is not None:
         try:
@@ -125,7 +127,11 @@ async def change_submit(
                 copy = store.TextCopy(new_text, authorship.to_json())
             try:
                 await store.change_commit(
-                    change, room_id=live.room_id, expected_version=live.version, copy=copy
+                    change,
+                    room_id=live.room_id,
+                    expected_version=live.version,
+                    copy=copy,
+                    author_name=author_name,
                 )
                 if copy is not None:
                     live.code_version = change.version
@@ -197,7 +203,13 @@ async def _require_same_op(
 
 
 async def room_restore(
-    live: LiveRoom, *, version: int, base_version: int | None = None, user: str, client: str
+    live: LiveRoom,
+    *,
+    version: int,
+    base_version: int | None = None,
+    user: str,
+    client: str,
+    author_name: str | None = None,
 ) -> CommitResult:
     """Make the room's text what it was at `version`, as one new change by `user` (of `client`)
     that goes through change_submit like any other: durable, delivered to everyone, history
@@ -213,7 +225,12 @@ async def room_restore(
             raise ProtocolError(BAD_MESSAGE, f"{name} {number} is not between 0 and {head}")
     old, target = await live.text_at(base), await live.text_at(version)
     return await change_submit(
-        live, base_version=base, op=diff.diff_op(old, target), user=user, client=client
+        live,
+        base_version=base,
+        op=diff.diff_op(old, target),
+        user=user,
+        client=client,
+        author_name=author_name,
     )
 
 

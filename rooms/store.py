@@ -2,7 +2,8 @@
 
 A commit writes the change's `Op` row and advances the room's version in one transaction; when
 the caller asks for a copy of the text, the same transaction also writes it into Room.code and
-keeps it, with its authorship, as a `Snapshot` row. The changes that arrive
+keeps it, with its authorship, as a `Snapshot` row, and when it names the change's author, it
+records that name (`Author`). The changes that arrive
 together, from every room, are committed in one transaction (`GroupCommitter`); with SQLite it
 is written on the event loop itself (rooms/sqlite_writes.py), otherwise on the database thread,
 as plain SQL for the database in use. The unique (room, version) constraint is the arbiter
@@ -38,7 +39,7 @@ from rooms import ot, sqlite_writes
 from rooms.changes import Change
 from rooms.history.authorship import Authorship
 from rooms.history.past import past_at
-from rooms.models import ClientBinding, Op, Room, Snapshot
+from rooms.models import Author, ClientBinding, Op, Room, Snapshot
 
 
 class VersionConflict(Exception):
@@ -65,6 +66,7 @@ class PendingCommit:
     room_id: str
     expected_version: int  # the room's version this change was built on
     copy: TextCopy | None  # when the text is copied with this change
+    author_name: str | None  # when the change's client is (again) named with it
     change: Change
     done: asyncio.Future
 
@@ -84,10 +86,17 @@ class GroupCommitter:
         self.writer: asyncio.Task | None = None
 
     async def commit(
-        self, room_id: str, expected_version: int, copy: TextCopy | None, change: Change
+        self,
+        room_id: str,
+        expected_version: int,
+        copy: TextCopy | None,
+        author_name: str | None,
+        change: Change,
     ) -> None:
         loop = asyncio.get_running_loop()
-        pending = PendingCommit(room_id, expected_version, copy, change, loop.create_future())
+        pending = PendingCommit(
+            room_id, expected_version, copy, author_name, change, loop.create_future()
+        )
         self.queue.append(pending)
         if self.writer is None or self.writer.done() or self.writer.get_loop() is not loop:
             self.writer = loop.create_task(self._write(), name="group-commit")
@@ -113,20 +122,30 @@ committer = GroupCommitter()
 
 
 async def change_commit(
-    change: Change, *, room_id: str, expected_version: int, copy: TextCopy | None
+    change: Change,
+    *,
+    room_id: str,
+    expected_version: int,
+    copy: TextCopy | None,
+    author_name: str | None = None,
 ) -> None:
     """Commit `change`, built on `expected_version` of the room, with a copy of the text (in
-    Room.code and as a Snapshot) when `copy` is given. Returns once it is durable; raises
+    Room.code and as a Snapshot) when `copy` is given, and `author_name` as the name of the
+    change's client in this room when given. Returns once it is durable; raises
     VersionConflict or DuplicateSeq when another commit got there first."""
-    await committer.commit(room_id, expected_version, copy, change)
+    await committer.commit(room_id, expected_version, copy, author_name, change)
 
 
 async def _commit_batch(batch: list[PendingCommit]) -> list[Exception | None]:
     if sqlite_writes.enabled():
-        insert_op, insert_snapshot, *advance_room = _write_statements("?")
-        op_rows, snapshot_rows, *room_rows = _batch_rows(batch)
+        insert_op, insert_snapshot, upsert_author, *advance_room = _write_statements("?")
+        op_rows, snapshot_rows, author_rows, *room_rows = _batch_rows(batch)
         if sqlite_writes.write_batch(
-            inserts=[(insert_op, op_rows), (insert_snapshot, snapshot_rows)],
+            inserts=[
+                (insert_op, op_rows),
+                (insert_snapshot, snapshot_rows),
+                (upsert_author, author_rows),
+            ],
             guarded_updates=list(zip(advance_room, room_rows, strict=True)),
         ):
             return [None] * len(batch)
@@ -174,12 +193,14 @@ def _write(batch: list[PendingCommit]) -> None:
     overhead was a third of the server's time under load (docs/benchmarks.md). Values still go
     through the model fields, so each database gets its own encoding (JSON, timestamps).
     """
-    insert_op, insert_snapshot, *advance_room = _write_statements("%s")
-    op_rows, snapshot_rows, *room_rows = _batch_rows(batch)
+    insert_op, insert_snapshot, upsert_author, *advance_room = _write_statements("%s")
+    op_rows, snapshot_rows, author_rows, *room_rows = _batch_rows(batch)
     with connection.cursor() as cursor:
         cursor.executemany(insert_op, op_rows)
         if snapshot_rows:
             cursor.executemany(insert_snapshot, snapshot_rows)
+        if author_rows:
+            cursor.executemany(upsert_author, author_rows)
         for statement, rows in zip(advance_room, room_rows, strict=True):
             for row in rows:
                 cursor.execute(statement, row)
@@ -189,9 +210,9 @@ def _write(batch: list[PendingCommit]) -> None:
 
 def _batch_rows(
     batch: list[PendingCommit],
-) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
-    """The parameters of `_write_statements` for a batch: op rows, snapshot rows, then the
-    updates of rooms without and with a new copy of their text."""
+) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple], list[tuple]]:
+    """The parameters of `_write_statements` for a batch: op rows, snapshot rows, author rows,
+    then the updates of rooms without and with a new copy of their text."""
     op_field = Op._meta.get_field("op")
     database = _value_adapter()
     now = Room._meta.get_field("updated_at").get_db_prep_save(timezone.now(), database)
@@ -212,6 +233,9 @@ def _batch_rows(
         for p in batch
         if p.copy is not None
     ]
+    author_rows = [
+        (p.room_id, p.change.client, p.author_name, now) for p in batch if p.author_name is not None
+    ]
     room_rows = [
         (p.change.version, now, p.room_id, p.expected_version) for p in batch if p.copy is None
     ]
@@ -220,7 +244,7 @@ def _batch_rows(
         for p in batch
         if p.copy is not None
     ]
-    return op_rows, snapshot_rows, room_rows, copy_rows
+    return op_rows, snapshot_rows, author_rows, room_rows, copy_rows
 
 
 @functools.cache
@@ -234,10 +258,10 @@ def _value_adapter() -> Any:
 
 
 @functools.cache
-def _write_statements(placeholder: str) -> tuple[str, str, str, str]:
-    """INSERTs of an op row and a snapshot row, and the guarded UPDATEs of a room (without and
-    with a new copy of the text), with the driver's placeholder ("%s" through Django's cursor,
-    "?" for the sqlite3 module itself)."""
+def _write_statements(placeholder: str) -> tuple[str, str, str, str, str]:
+    """INSERTs of an op row and a snapshot row, the upsert of an author's name, and the guarded
+    UPDATEs of a room (without and with a new copy of the text), with the driver's placeholder
+    ("%s" through Django's cursor, "?" for the sqlite3 module itself)."""
     name = connection.ops.quote_name
 
     def insert(table: str, columns: tuple[str, ...]) -> str:
@@ -253,6 +277,18 @@ def _write_statements(placeholder: str) -> tuple[str, str, str, str]:
     insert_snapshot = insert(
         Snapshot._meta.db_table, ("room_id", "version", "ts", "code", "authorship")
     )
+    # SQLite and PostgreSQL spell an upsert the same way.
+    upsert_author = insert(Author._meta.db_table, ("room_id", "client", "name", "updated_at"))
+    upsert_author += (
+        " ON CONFLICT ({}, {}) DO UPDATE SET {} = excluded.{}, {} = excluded.{}".format(
+            name("room_id"),
+            name("client"),
+            name("name"),
+            name("name"),
+            name("updated_at"),
+            name("updated_at"),
+        )
+    )
 
     def guarded_update(columns: tuple[str, ...]) -> str:
         return "UPDATE {} SET {} WHERE {} = {} AND {} = {}".format(
@@ -266,7 +302,7 @@ def _write_statements(placeholder: str) -> tuple[str, str, str, str]:
 
     advance_room = guarded_update(("version", "updated_at"))
     advance_room_with_copy = guarded_update(("code", "code_version", "version", "updated_at"))
-    return insert_op, insert_snapshot, advance_room, advance_room_with_copy
+    return insert_op, insert_snapshot, upsert_author, advance_room, advance_room_with_copy
 
 
 # -- reads (each one short query on the database thread) -------------------------------------

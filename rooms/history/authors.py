@@ -4,29 +4,16 @@ under, and the colour presence gives that client.
 Authorship (rooms/history/authorship.py) keys on the client id of each change, which the op log
 already records: it is stable across a client's reconnects (and bound to it by its secret), and
 a later account can be mapped to the client ids it edits from without touching the authorship
-itself. The name is not in the op log: a connection records it here with its first accepted
-change, and again when it renames itself afterwards.
+itself. The name is not in the op log: a connection's first change, and its first after it
+renames itself, record it in the same transaction (rooms/store.py writes it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from rooms.models import Author
 from rooms.presence import color_for
-
-
-@database_sync_to_async
-def author_note(*, room_id: str, client: str, name: str) -> None:
-    """Record that `client` edits this room as `name` (one upsert)."""
-    Author.objects.bulk_create(
-        [Author(room_id=room_id, client=client, name=name)],
-        update_conflicts=True,
-        unique_fields=["room", "client"],
-        update_fields=["name", "updated_at"],
-    )
 
 
 def author_names(*, room_id: str) -> dict[str, str]:

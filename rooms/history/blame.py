@@ -29,32 +29,31 @@ def blame_body(
     mentioned to {"name", "color"}. A 10,000-line file is a long answer: each author's name and
     colour are spelled out once, not per line."""
     keys = authorship.authors
-    public: dict[int, dict[str, Any]] = {}
-    users_of: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+    blamed = line_blame(text, authorship)
+    mentioned = {last for _, _, last, _ in blamed} - {NOBODY}
+    public = {who: author_public(keys[who], names) for who in mentioned}
+    users_of: dict[tuple[int, ...], list[dict[str, str]]] = {}
     times: dict[int, str] = {}
-
-    def user(who: int) -> dict[str, Any]:
-        if who not in public:
-            public[who] = author_public(keys[who], names)
-        return public[who]
-
     lines = []
-    for number, (users, changed, last, ts) in enumerate(line_blame(text, authorship), start=1):
+    append = lines.append  # 10,000 lines: the loop body is what a long file costs
+    for number, (users, changed, last, ts) in enumerate(blamed, start=1):
         listed = users_of.get(users)
         if listed is None:
+            for who in users:
+                if who not in public:
+                    public[who] = author_public(keys[who], names)
             listed = users_of[users] = [
-                {"id": user(who)["id"], "name": user(who)["name"]} for who in users
+                {"id": public[who]["id"], "name": public[who]["name"]} for who in users
             ]
-        if ts not in times:
-            times[ts] = iso_time(ts)
-        if last != NOBODY:
-            user(last)
-        lines.append(
+        time = times.get(ts)
+        if time is None:
+            time = times[ts] = iso_time(ts)
+        append(
             {
                 "line": number,
                 "users": listed,
                 "version": changed,
-                "time": times[ts],
+                "time": time,
                 "author": keys[last] if last != NOBODY else None,
             }
         )

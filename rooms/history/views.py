@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from rooms import access, document, ot
-from rooms.history import answers, authors
+from rooms.history import answers
 from rooms.live import live_rooms
 from rooms.models import Room
 from rooms.protocol import MAX_NAME_LENGTH, TOO_LARGE, ProtocolError, encode_frame, json_error
@@ -92,15 +92,18 @@ async def room_restore_view(request: HttpRequest, room_id: str) -> JsonResponse:
     user = secrets.token_urlsafe(9)
     try:
         result = await document.room_restore(
-            live, version=body["version"], base_version=body["base"], user=user, client=user
+            live,
+            version=body["version"],
+            base_version=body["base"],
+            user=user,
+            client=user,
+            author_name=body["name"],
         )
     except ProtocolError as error:
         return json_error(413 if error.code == TOO_LARGE else 400, error.message)
     finally:
         if loaded:
             live_rooms.release(live)
-    if body["name"]:
-        await authors.author_note(room_id=room.id, client=user, name=body["name"])
     return JsonResponse({"version": result.version})
 
 

@@ -151,10 +151,19 @@ async def test_blame_at_an_older_version(room, async_client):
 
 async def test_the_name_is_the_last_one_the_author_edited_under(room, async_client):
     alice = await edit_as(room.id, "alice", "alice-tab-1", [(0, ["# a\n"])])
+    assert await Author.objects.filter(room_id=room.id).acount() == 1
+    # A rename is recorded with the connection's next change.
     await alice.send({"type": "join", "name": "Alice Liddell"})
     await alice.next_is_pong()
+
+    def names():
+        return Author.objects.filter(room_id=room.id).values_list("name", flat=True)
+
+    assert [name async for name in names()] == ["alice"]
+    ack = await alice.submit({"type": "op", "version": 1, "seq": 2, "op": [3, "b"]})
+    assert ack["version"] == 2
     await alice.close()
-    assert await Author.objects.filter(room_id=room.id).acount() == 1
+    assert [name async for name in names()] == ["Alice Liddell"]
     body = (await async_client.get(f"/rooms/{room.id}/blame")).json()
     assert body["lines"][0]["users"][0]["name"] == "Alice Liddell"
 
