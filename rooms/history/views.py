@@ -11,12 +11,12 @@ import secrets
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from rooms import access, document, ot
+from rooms import access, accounts, document, ot
 from rooms.history import answers
 from rooms.live import live_rooms
 from rooms.models import Room
 from rooms.protocol import MAX_NAME_LENGTH, TOO_LARGE, ProtocolError, encode_frame, json_error
-from rooms.views import load_room, only
+from rooms.views import find_room, load_room, only
 
 
 def _version(request: HttpRequest, room: Room, name: str = "version") -> int:
@@ -76,11 +76,14 @@ def room_times_view(request: HttpRequest, room_id: str) -> HttpResponse:
 async def room_restore_view(request: HttpRequest, room_id: str) -> JsonResponse:
     """Commit the text of an old version as a new change, on this process's live room (the one
     its connections here use) or on one loaded for the purpose."""
-    room = await sync_to_async(load_room)(request, room_id)
+    try:
+        room, allowed = await sync_to_async(_room_and_access)(request, room_id)
+    except accounts.Refused as refusal:  # a bad API token, a session write without CSRF
+        return refusal.response
     if isinstance(room, JsonResponse):
         return room
-    if access.room_access(room, access.request_token(request)) != "edit":
-        return json_error(403, "restoring needs the room's edit token")
+    if allowed != "edit":
+        return json_error(403, "restoring needs edit access: the edit link, or the role editor")
     body = _restore_body(request.body)
     if isinstance(body, JsonResponse):
         return body
@@ -105,6 +108,18 @@ async def room_restore_view(request: HttpRequest, room_id: str) -> JsonResponse:
         if loaded:
             live_rooms.release(live)
     return JsonResponse({"version": result.version})
+
+
+def _room_and_access(
+    request: HttpRequest, room_id: str
+) -> tuple[Room | JsonResponse, access.Access | None]:
+    room = find_room(room_id)
+    if isinstance(room, JsonResponse):
+        return room, None
+    allowed = access.request_access(request, room)
+    if allowed is None:
+        return json_error(403, "this room is private: pass its token, or sign in as a member"), None
+    return room, allowed
 
 
 def _restore_body(raw: bytes) -> dict | JsonResponse:
