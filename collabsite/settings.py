@@ -71,6 +71,18 @@ ALLOWED_HOSTS = env.list(
 )
 
 
+_BYTE_SIZE = re.compile(r"(\d+)\s*(?:([KMG])(?:i?B)?)?", re.IGNORECASE)
+_BYTE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def byte_size(value: str) -> int:
+    """A size in bytes: an integer, optionally with K, M or G (binary: 1 K = 1,024 bytes)."""
+    match = _BYTE_SIZE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("give a size in bytes, like 16777216 or 16M")
+    return int(match.group(1)) * _BYTE_UNITS[(match.group(2) or "").upper()]
+
+
 def proxy_ssl_header(value: str) -> tuple[str, str] | None:
     """SECURE_PROXY_SSL_HEADER from `Header-Name=value` (e.g. `X-Forwarded-Proto=https`)."""
     if not value:
@@ -188,6 +200,27 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_SQLITE_NAME", default="") or None}
+
+# Memory and storage budgets (docs/deploying.md, "Memory and storage budgets"). Each bounds what
+# one client or one room can make the server hold; the defaults sit far above normal use.
+# Bytes written to a socket and not yet taken by the kernel before the server stops writing to
+# it; a frame is never split, so a socket holds at most this plus one frame.
+COLLAB_SEND_BUFFER_BYTES = env.get_value("COLLAB_SEND_BUFFER_BYTES", byte_size, 256 * 1024)
+# What a connection that stopped reading may still be owed (text mode: the whole text of every
+# version it missed) before it is closed with 4413 and resumes instead of catching up.
+COLLAB_SEND_BACKLOG_BYTES = env.get_value("COLLAB_SEND_BACKLOG_BYTES", byte_size, 16 * 1024**2)
+# A live room's recent changes in memory (besides the count, 1,000): keystrokes never reach it.
+COLLAB_RECENT_CHANGES_BYTES = env.get_value("COLLAB_RECENT_CHANGES_BYTES", byte_size, 16 * 1024**2)
+# Messages waiting in a connection's channel-layer queue (in-process layer), besides the count.
+COLLAB_CONNECTION_QUEUE_BYTES = env.get_value(
+    "COLLAB_CONNECTION_QUEUE_BYTES", byte_size, 8 * 1024**2
+)
+# A room's stored history (its op log); edits past it are refused with `too_large`.
+COLLAB_ROOM_HISTORY_MAX_BYTES = env.get_value(
+    "COLLAB_ROOM_HISTORY_MAX_BYTES", byte_size, 256 * 1024**2
+)
+# A room's text, in code points (the protocol's default: 1,048,576).
+COLLAB_ROOM_TEXT_MAX_CODE_POINTS = env.int("COLLAB_ROOM_TEXT_MAX_CODE_POINTS", default=1_048_576)
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:

@@ -1,7 +1,8 @@
 """Writing to a socket without a task per write: the room fan-out's send (rooms/live.py).
 
 An ASGI server's `send` writes the frame synchronously unless the socket's buffer is full, and
-only then waits for it to drain (uvicorn; daphne never waits). Running each send as a task, or
+only then waits for it to drain (uvicorn, and daphne as `manage.py runserver` tunes it: plain
+daphne never waits and buffers without bound). Running each send as a task, or
 in each connection's own task, costs a task wake-up per socket per change; stepping the
 coroutine by hand costs nothing when it finishes at once, which is almost always, and still
 lets a slow socket wait on its own, without holding up the rest of the room.

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -106,6 +107,12 @@ class LiveServer(Addresses):
 
     def migrate(self) -> None:
         migrate(self.env, self.project_root)
+
+    @property
+    def pid(self) -> int:
+        """The process that serves (runserver --noreload serves in its own process)."""
+        assert self.process is not None, "the server is not running"
+        return self.process.pid
 
     def start(self) -> LiveServer:
         self.migrate()
@@ -259,6 +266,12 @@ class ServeProcess(Addresses):
                 pass
         raise AssertionError(self.failure("workers started but GET /rooms/create never answered"))
 
+    @property
+    def pid(self) -> int:
+        """The worker process that serves (with one worker)."""
+        assert len(self.worker_pids) == 1, f"{len(self.worker_pids)} workers: which one?"
+        return self.worker_pids[0]
+
     def failure(self, what: str) -> str:
         return f"manage.py serve --workers {self.workers}: {what}. Log:\n" + "".join(self.log[-60:])
 
@@ -275,3 +288,31 @@ class ServeProcess(Addresses):
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=15)
         self.process = None
+
+
+# The two ways users start the server: daphne through `manage.py runserver`, uvicorn through
+# `manage.py serve`. Tests of transport behaviour run under both.
+LAUNCHERS = ("runserver", "serve")
+
+
+@contextlib.contextmanager
+def launched(
+    launcher: str, data_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[LiveServer | ServeProcess]:
+    """A server of its own (SQLite in `data_dir`) under `launcher`, stopped on exit."""
+    if launcher == "runserver":
+        with LiveServer(data_dir, env=env) as server:
+            yield server
+        return
+    assert launcher == "serve", launcher
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    process = ServeProcess(
+        {"DATABASE_URL": f"sqlite:///{Path(data_dir) / 'db.sqlite3'}", **(env or {})}, workers=1
+    )
+    migrate(process.env)
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()

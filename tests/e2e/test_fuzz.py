@@ -41,7 +41,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from rooms import ot
-from tests.e2e.server import LiveServer
+from tests.e2e.server import LAUNCHERS, LiveServer, ServeProcess, launched
 from tests.e2e.test_convergence import at, boundaries, parse_tokens
 from tests.support.ot_client import OTClient
 
@@ -71,34 +71,32 @@ FUZZ_ERROR_CODES = {"bad_json", "bad_message", "unknown_type", "bad_op", "too_la
 BROADCASTS = {"join", "leave", "cursor", "typing", "sync_code", "op"}
 HANDLED = {"join", "sync_code", "op", "cursor", "typing", "ping", "complete", "leave"}
 FAR_VERSION = 2**40  # surely beyond any head this test reaches
+Server = LiveServer | ServeProcess
 
 
 # -- the server -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fuzz_server(tmp_path):
-    """A server of this test's own, with the rate limit out of the way."""
-    server = LiveServer(
-        tmp_path / "server",
-        env={
-            "COLLAB_RATE_BURST": "100000",
-            "COLLAB_RATE_PER_S": "100000",
-            # glibc's default mmap threshold grows after big blocks are freed, so later big
-            # blocks land on the heap and their pages stay resident: RSS would then measure the
-            # allocator's high-water mark, not live memory. A fixed threshold keeps big blocks
-            # (frames, texts) in mmap, returned to the system when freed.
-            "MALLOC_MMAP_THRESHOLD_": "131072",
-        },
-    )
-    server.start()
-    yield server
-    server.stop()
+@pytest.fixture(params=LAUNCHERS)
+def fuzz_server(request, tmp_path):
+    """A server of this test's own, with the rate limit out of the way, under `runserver`
+    (daphne) and under `serve` (uvicorn)."""
+    env = {
+        "COLLAB_RATE_BURST": "100000",
+        "COLLAB_RATE_PER_S": "100000",
+        # glibc's default mmap threshold grows after big blocks are freed, so later big blocks
+        # land on the heap and their pages stay resident: RSS would then measure the
+        # allocator's high-water mark, not live memory. A fixed threshold keeps big blocks
+        # (frames, texts) in mmap, returned to the system when freed.
+        "MALLOC_MMAP_THRESHOLD_": "131072",
+    }
+    with launched(request.param, tmp_path / "server", env=env) as server:
+        yield server
 
 
-def rss_kib(server: LiveServer) -> int:
-    """Resident memory of the server (runserver --noreload serves in its own process)."""
-    with open(f"/proc/{server.process.pid}/status") as status:
+def rss_kib(server: Server) -> int:
+    """Resident memory of the process that serves."""
+    with open(f"/proc/{server.pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
@@ -602,7 +600,7 @@ class Stats:
 class Fuzzer:
     """One fuzzing connection: sends frames in batches and checks every reply against the model."""
 
-    def __init__(self, server: LiveServer, room_id: str, mode: str, label: str) -> None:
+    def __init__(self, server: Server, room_id: str, mode: str, label: str) -> None:
         self.server = server
         self.room_id = room_id
         self.mode = mode
@@ -780,7 +778,7 @@ class Observer:
     """Watches a room (ops mode; sends one ping at the end): every broadcast, and the text the
     op broadcasts build."""
 
-    def __init__(self, server: LiveServer, room_id: str) -> None:
+    def __init__(self, server: Server, room_id: str) -> None:
         self.server = server
         self.room_id = room_id
         self.messages: list[dict[str, Any]] = []
@@ -916,7 +914,7 @@ def edge_messages() -> list[dict[str, Any]]:
 
 
 async def run_fuzz(
-    server: LiveServer, honest_room: str, sandbox_room: str, seed: int, count: int, warmup: bool
+    server: Server, honest_room: str, sandbox_room: str, seed: int, count: int, warmup: bool
 ) -> list[Fuzzer]:
     fuzzers = [
         Fuzzer(server, honest_room, "text", f"h-text-{seed}"),
@@ -940,17 +938,17 @@ async def run_fuzz(
     return fuzzers
 
 
-def crash_lines(server: LiveServer) -> list[str]:
+# What daphne, uvicorn and rooms/consumers.py log when a connection's handler fails.
+CRASH_LINES = ("Exception inside application", "Exception in ASGI application", "message failed")
+
+
+def crash_lines(server: Server) -> list[str]:
     """Log lines of connection handlers that crashed (their disconnect never runs)."""
-    return [
-        line.strip()
-        for line in server.log
-        if "Exception inside application" in line or "message failed" in line
-    ]
+    return [line.strip() for line in server.log if any(crash in line for crash in CRASH_LINES)]
 
 
 async def wait_until_rooms_empty(
-    http: httpx.AsyncClient, server: LiveServer, room_ids: tuple[str, ...], what: str
+    http: httpx.AsyncClient, server: Server, room_ids: tuple[str, ...], what: str
 ) -> None:
     """Every connection closed: presence must list nobody (each disconnect is a leave)."""
     users: dict[str, list] = {}

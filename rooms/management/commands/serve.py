@@ -8,6 +8,7 @@ database and Redis, so more than one worker needs REDIS_URL (and PostgreSQL is r
 SQLite serialises every write across processes).
 """
 
+import asyncio
 import logging
 import os
 
@@ -19,11 +20,25 @@ from rooms.logs import RedactSecretsFilter
 
 
 class HandshakeFreeProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol (websockets, sans-I/O), minus the parsed handshake.
+    """uvicorn's WebSocket protocol (websockets, sans-I/O), minus the parsed handshake, with the
+    send buffer of COLLAB_SEND_BUFFER_BYTES.
 
     uvicorn keeps the upgrade request and its response (headers and all) for the connection's
     whole life, though it never reads them after accepting: about 2 KiB per idle connection.
+    Its `send` waits while the transport holds more than its high-water mark (asyncio's default:
+    64 KiB); the same setting as under `runserver` sets it here.
     """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.set_write_buffer_limits(high=settings.COLLAB_SEND_BUFFER_BYTES)
+
+    def keepalive_timeout(self) -> None:
+        # uvicorn then closes the transport gracefully, which waits until its buffer is written:
+        # for a client that stopped reading, forever, and the connection, its buffers and its
+        # consumer stayed. It answered no ping: drop it, as daphne (autobahn) does.
+        super().keepalive_timeout()
+        self.transport.abort()
 
     def start_keepalive(self) -> None:  # called once, right after the accept is sent
         super().start_keepalive()
