@@ -232,7 +232,12 @@ if REDIS_URL:
     }
 else:
     # Our own in-process layer: a broadcast costs O(room size), not O(process connections).
-    CHANNEL_LAYERS = {"default": {"BACKEND": "rooms.layers.RoomChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "rooms.layers.RoomChannelLayer",
+            "CONFIG": {"capacity_bytes": COLLAB_CONNECTION_QUEUE_BYTES},
+        }
+    }
 
 # A room's code may be 1,048,576 code points; as escaped JSON that can reach 12 bytes each.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024

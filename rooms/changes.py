@@ -24,6 +24,11 @@ class Change:
     ts: int
     # The inverse op (computed when applied), so the text at an older version can be rebuilt.
     undo: ot.Op | None = None
+    # Kept by the live room that holds the change (rooms/live.py): about what it takes in
+    # memory, and the length of every text-mode broadcast before it (a running total), so what
+    # a lagging text-mode socket is owed is one subtraction.
+    memory_bytes: int = 0
+    texts_before: int = 0
     _op_frame: str | None = field(default=None, repr=False)
     _op_message: dict[str, str] | None = field(default=None, repr=False)
 

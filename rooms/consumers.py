@@ -42,6 +42,7 @@ from rooms.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
+    CLOSE_TOO_FAR_BEHIND,
     FORBIDDEN,
     MAX_MESSAGE_BYTES,
     MAX_NAME_LENGTH,
@@ -224,6 +225,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     # This connection's name is recorded as its client's author name (rooms/history/authors.py).
     authored = False
     history_in_flight = 0
+    # Fell further behind than the budgets allow: nothing more is sent but the close (4413).
+    behind = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -231,6 +234,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         async def send_unless_gone(message: dict) -> None:
+            if self.behind and message["type"] == "websocket.send":
+                return  # a frame after the last one delivered would skip versions
             with contextlib.suppress(*GONE):
                 await send(message)
 
@@ -248,7 +253,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         self.turn = asyncio.Lock()
         subscribed = hasattr(self.channel_layer, "subscribe")
         if subscribed:
-            self.channel_layer.subscribe(self.channel_name, self.dispatch_layer_message)
+            self.channel_layer.subscribe(
+                self.channel_name, self.dispatch_layer_message, overflow=self.layer_overflowed
+            )
         else:
             relay = asyncio.ensure_future(self.relay_layer_messages())
         try:
@@ -452,8 +459,10 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
     # -- receiving ---------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.joined or self.access is None:
-            return  # not in yet, or closing: its access was taken away
+        if not self.joined or self.access is None or self.behind:
+            # Not in yet, or closing: its access was taken away, or it fell too far behind
+            # (4413). Nothing it sends now is applied.
+            return
         self.last_heard = asyncio.get_running_loop().time()
         if not self.rate.take():
             metrics.rate_limited()
@@ -796,16 +805,21 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     def deliver_now(self) -> None:
         """The room's fan-out (rooms/live.py): send what this connection lacks, in order,
-        without waiting. A busy connection is passed by; it catches up when it is free."""
+        without waiting. A busy connection is passed by; it catches up when it is free, unless
+        it falls too far behind (`fall_behind`)."""
         live = self.live
-        if live is None or self.submitting or self.blocked_send is not None:
+        if live is None or self.behind or live.version <= self.delivered:
+            return
+        if self.submitting or self.blocked_send is not None:
+            if self.owed_too_much(live, waiting_on_socket=self.blocked_send is not None):
+                self.fall_behind()
             return
         if live.version == self.delivered + 1:
             changes = (live.recent[-1],)  # the usual case: one change behind
         else:
             changes = live.recent_between(self.delivered, live.version)
-            if changes is None:  # further behind than memory reaches: read the log on our time
-                self.start_side_task(self.deliver_through(live.version))
+            if changes is None or self.owed_too_much(live, waiting_on_socket=True):
+                self.fall_behind()
                 return
         for change in changes:
             message = self.message_for(change)
@@ -818,6 +832,40 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 self.blocked_send = self.start_side_task(pending)
                 pending.add_done_callback(self.send_drained)
                 return
+
+    def owed_too_much(self, live: LiveRoom, *, waiting_on_socket: bool) -> bool:
+        """Whether catching this connection up would cost more than the budgets allow.
+
+        Text mode sends the whole text for every version, so what a text socket is owed is
+        bounded in bytes (COLLAB_SEND_BACKLOG_BYTES). A socket that stopped taking writes must
+        also catch up from the room's recent changes in memory: once they no longer reach back
+        to it, it would need the op log read for it alone, so it resumes instead.
+        """
+        if self.mode == "text":
+            backlog = live.text_backlog(self.delivered)
+            if backlog is not None and backlog > settings.COLLAB_SEND_BACKLOG_BYTES:
+                return True
+            return backlog is None and waiting_on_socket
+        return waiting_on_socket and live.change_at(self.delivered + 1) is None
+
+    def layer_overflowed(self) -> None:
+        """The channel layer dropped a room message for us (our queue of them was full): this
+        connection missed presence it cannot get back, so it resumes on a new one."""
+        if self.live is not None and self.joined and not self.behind:
+            self.fall_behind()
+
+    def fall_behind(self) -> None:
+        """Stop delivering to this connection and close it with 4413: it resumes on a new one.
+        The frames already on their way go first, so what it got is complete and in order."""
+        self.behind = True
+        self.live.members.discard(self)
+        metrics.connection_behind()
+        self.start_side_task(self.close_behind(self.blocked_send))
+
+    async def close_behind(self, blocked_send: asyncio.Future | None) -> None:
+        if blocked_send is not None:
+            await asyncio.wait([blocked_send])
+        await self.close(CLOSE_TOO_FAR_BEHIND)
 
     def send_drained(self, send: asyncio.Future) -> None:
         self.blocked_send = None
@@ -832,6 +880,8 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if version <= self.delivered:
             return
         for change in await self.live.changes_between(self.delivered, version):
+            if self.behind:
+                return
             if change.version <= self.delivered:
                 continue  # the fan-out sent it while the log was being read
             message = self.message_for(change)

@@ -18,6 +18,8 @@ import logging
 from collections import deque
 from typing import Protocol
 
+from django.conf import settings
+
 from rooms import access, following, metrics, ot, store
 from rooms.changes import Change
 from rooms.history.authorship import Authorship
@@ -26,11 +28,15 @@ from rooms.protocol import encode_frame
 logger = logging.getLogger(__name__)
 
 # Changes each live room keeps in memory: enough to transform a late op and to deliver to a
-# slow socket without reading the database in the normal case.
+# slow socket without reading the database in the normal case. Their bytes are bounded too
+# (COLLAB_RECENT_CHANGES_BYTES): a room whose changes rewrite large texts keeps fewer. Older
+# changes come from the op log, so resuming from them still works.
 RECENT_CHANGES_KEPT = 1000
 # An older text is rebuilt by undoing recent changes only this far back: further, reading the
 # copy of the text before it (at most 99 ops away, rooms/history/past.py) costs less.
 UNDO_WALK_MAX = 100
+# A Change object with its fields, beside the ops it holds (rooms.changes.Change), about.
+CHANGE_OBJECT_BYTES = 400
 
 
 class Member(Protocol):
@@ -50,7 +56,8 @@ class LiveRoom:
     advances one fan-out pass asks every member to send what it lacks. The changes are encoded
     once and the same bytes go to every socket; a member that is busy (its own change is being
     acked, or its socket is not taking writes) is passed by and catches up by version when it is
-    free again. So the cost of a change is O(room), with no task wake-up per socket.
+    free again, or is closed with 4413 once it is further behind than the budgets allow
+    (rooms/consumers.py). So the cost of a change is O(room), with no task wake-up per socket.
     """
 
     def __init__(
@@ -86,7 +93,10 @@ class LiveRoom:
         # The role (None: none) of each account that connected here, kept for the room's life.
         self.roles: dict[int, str | None] = {}
         self.access_lock = asyncio.Lock()
-        self.recent: deque[Change] = deque(maxlen=RECENT_CHANGES_KEPT)
+        self.recent: deque[Change] = deque()
+        self.recent_bytes = 0  # the sum of their memory_bytes
+        # The length of every text-mode broadcast so far (each sends the whole text).
+        self.texts_sent = 0
         self.lock = asyncio.Lock()
         self.connections = 0
         # Highest seq committed per client, learned lazily: a resubmitted op is found without
@@ -140,10 +150,27 @@ class LiveRoom:
         self.text = ot.apply(self.text, change.op) if new_text is None else new_text
         self.version = change.version
         self.head_ts = change.ts
-        self.recent.append(change)
+        change.texts_before = self.texts_sent
+        self.texts_sent += len(self.text)
+        self.remember(change)
         if change.seq is not None:
             self.last_seq[change.client] = max(change.seq, self.last_seq.get(change.client, 0))
         self.fan_out()
+
+    def remember(self, change: Change) -> None:
+        """Keep `change` with the recent ones, within the count and the bytes they may take."""
+        # The op, its encoded frame (made once there are ops-mode sockets) and its inverse.
+        change.memory_bytes = (
+            CHANGE_OBJECT_BYTES + 2 * ot.encoded_size(change.op) + ot.encoded_size(change.undo)
+        )
+        self.recent.append(change)
+        self.recent_bytes += change.memory_bytes
+        budget = settings.COLLAB_RECENT_CHANGES_BYTES
+        # The newest stays whatever its size: the fan-out delivers it from here.
+        while len(self.recent) > RECENT_CHANGES_KEPT or (
+            self.recent_bytes > budget and len(self.recent) > 1
+        ):
+            self.recent_bytes -= self.recent.popleft().memory_bytes
 
     # -- delivering ------------------------------------------------------------------------
 
@@ -178,6 +205,12 @@ class LiveRoom:
                 self.advance(change)
             elif change.version > self.version:
                 await self.catch_up()
+
+    def text_backlog(self, after: int) -> int | None:
+        """The code points of the text-mode broadcasts after version `after` up to the head
+        (each the whole text), or None when memory no longer holds the change after `after`."""
+        first = self.change_at(after + 1)
+        return None if first is None else self.texts_sent - first.texts_before
 
     def recent_between(self, after: int, through: int) -> list[Change] | None:
         """Changes with versions in (after, through] if memory holds them all, else None."""
@@ -329,3 +362,4 @@ async def access_changed(room_id: str, access_version: int) -> None:
 
 
 metrics.rooms_live_counted_by(lambda: len(live_rooms))
+metrics.recent_changes_measured_by(lambda: sum(live.recent_bytes for live in live_rooms.rooms()))

@@ -76,6 +76,16 @@ FANOUT_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS_S,
     registry=registry,
 )
+RECENT_CHANGES_BYTES = Gauge(
+    "collab_recent_changes_bytes",
+    "Memory the live rooms' recent changes take, about (COLLAB_RECENT_CHANGES_BYTES per room).",
+    registry=registry,
+)
+CONNECTIONS_BEHIND = Counter(
+    "collab_connections_behind",
+    "Connections closed with 4413: they fell further behind than the budgets allow.",
+    registry=registry,
+)
 RATE_LIMITED = Counter(
     "collab_rate_limited",
     "WebSocket messages refused with rate_limited.",
@@ -113,6 +123,15 @@ def fanout_done(seconds: float) -> None:
 
 def rate_limited() -> None:
     RATE_LIMITED.inc()
+
+
+def connection_behind() -> None:
+    CONNECTIONS_BEHIND.inc()
+
+
+def recent_changes_measured_by(measure: Callable[[], int]) -> None:
+    """Have `collab_recent_changes_bytes` read its owner's measure (rooms/live.py) per scrape."""
+    RECENT_CHANGES_BYTES.set_function(measure)
 
 
 def rooms_live_counted_by(count: Callable[[], int]) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "base_length",
     "compose",
     "diff",
+    "encoded_size",
     "invert",
     "is_valid_text",
     "normalize",
@@ -194,6 +195,21 @@ def apply(text: str, op: Op) -> str:
         raise InvalidOp(f"op reads {pos} characters but the document has only {len(text)}")
     pieces.append(text[pos:])
     return "".join(pieces)
+
+
+def encoded_size(op: Op) -> int:
+    """The UTF-8 bytes of the op as compact JSON, give or take escapes in its inserts."""
+    size = 1 + max(len(op), 1)  # brackets and commas
+    for part in op:
+        if type(part) is _INSERT:
+            # isascii() is O(1) on CPython: only non-ASCII text pays for an encoding pass.
+            inserted = len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
+            size += inserted + 2
+        elif type(part) is _SKIP:
+            size += len(str(part))
+        else:
+            size += 6 + len(str(part["d"]))  # {"d":N}
+    return size
 
 
 def _append(op: Op, part: int | str | dict[str, int]) -> None:

@@ -38,6 +38,10 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_IDLE = 4408  # nothing received for COLLAB_IDLE_TIMEOUT_S; reconnect when needed
+# The connection fell too far behind: what it has not read yet outgrew COLLAB_SEND_BACKLOG_BYTES
+# or the room's recent changes in memory (docs/deploying.md). Reconnect and resume; the
+# frames sent before the close were complete and in order.
+CLOSE_TOO_FAR_BEHIND = 4413
 
 # WebSocket error codes (contract section 4).
 BAD_JSON = "bad_json"

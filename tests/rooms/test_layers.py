@@ -165,3 +165,48 @@ async def test_unsubscribing_stops_the_handling_and_later_sends_queue_instead():
     assert recorder.handled == []
     await layer.send(channel, {"n": 2})
     assert await asyncio.wait_for(layer.receive(channel), 1) == {"n": 2}
+
+
+async def test_a_channel_queue_is_bounded_in_bytes_as_well_as_in_messages():
+    layer = RoomChannelLayer(capacity=1000, capacity_bytes=1000)
+    channel = await layer.new_channel()
+    await layer.group_add("g", channel)
+    big = {"type": "x", "text": "a" * 400}
+    await layer.send(channel, big)
+    await layer.send(channel, big)  # about 830 bytes now held
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, big)
+    await layer.group_send("g", big)  # dropped for this channel, no error
+    assert layer._queue(channel).qsize() == 2
+    assert await layer.receive(channel) == big
+    await layer.send(channel, big)  # room again once one is taken
+    assert layer._queue(channel).qsize() == 2
+
+
+async def test_one_message_fits_an_empty_queue_whatever_its_size():
+    layer = RoomChannelLayer(capacity_bytes=10)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "x", "text": "a" * 100})
+    assert (await layer.receive(channel))["text"] == "a" * 100
+
+
+async def test_a_subscriber_is_told_when_a_message_is_dropped_for_it():
+    layer = RoomChannelLayer(capacity_bytes=1000)
+    channel = await layer.new_channel()
+    recorder = Recorder()
+    recorder.release.clear()
+    dropped = []
+    layer.subscribe(channel, recorder.handle, overflow=lambda: dropped.append(True))
+    await layer.group_add("g", channel)
+    big = {"type": "x", "text": "a" * 400}
+    await layer.group_send("g", big)
+    await asyncio.sleep(0)  # the first is being handled: the inbox holds none
+    await layer.group_send("g", big)
+    await layer.group_send("g", big)
+    assert dropped == []
+    await layer.group_send("g", big)  # a third waiting would pass 1,000 bytes
+    assert dropped == [True]
+    recorder.expected = 3
+    recorder.release.set()
+    await asyncio.wait_for(recorder.all_in.wait(), 1)
+    assert len(recorder.handled) == 3
