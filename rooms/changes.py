@@ -11,6 +11,37 @@ from typing import Any
 from rooms import ot
 from rooms.protocol import encode_frame
 
+# Changes between two copies of the whole text (Room.code, and a Snapshot row with its
+# authorship): the change of every version that is a multiple of this writes one. Each change is
+# durable in the op log when it is acked; rewriting the text with every keystroke made a commit
+# cost grow with the document (an insert at the top rewrites every page of it). Reading any
+# version, the head included, replays fewer ops than this onto a copy.
+SNAPSHOT_EVERY = 100
+
+# What a change's row holds besides its op, about: user, client, seq and ts, the row's header
+# and its index entries. Counted per change, so a flood of empty ops fills a history too.
+ROW_BYTES = 100
+
+
+def stored_bytes(op: ot.Op) -> int:
+    """What a change's op-log row holds: its op as JSON, and the row."""
+    return ROW_BYTES + ot.encoded_size(op)
+
+
+def copy_bytes(text: str) -> int:
+    """What a stored copy of the whole text holds: its UTF-8 bytes (the authorship kept beside
+    it is not counted)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def committed_bytes(version: int, op: ot.Op, text_after: str) -> int:
+    """What committing the change of `version` adds to its room's history (its quota counts
+    these): its op-log row, and for every SNAPSHOT_EVERY-th change the copy of the text."""
+    size = stored_bytes(op)
+    if version % SNAPSHOT_EVERY == 0:
+        size += copy_bytes(text_after)
+    return size
+
 
 @dataclass(slots=True)
 class Change:

@@ -20,15 +20,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+
 from rooms import accounts, following, metrics, ot, store
-from rooms.changes import Change
+from rooms.changes import SNAPSHOT_EVERY, Change, committed_bytes
 from rooms.history import diff, past
 from rooms.live import LiveRoom, live_rooms
 from rooms.models import Room
 from rooms.protocol import (
     BAD_MESSAGE,
     BAD_OP,
-    MAX_DOCUMENT_CODE_POINTS,
     TOO_LARGE,
     ProtocolError,
     new_room_id,
@@ -36,13 +37,6 @@ from rooms.protocol import (
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
-
-# Changes between two copies of the whole text (Room.code, and a Snapshot row with its
-# authorship): the change of every version that is a multiple of this writes one. Each change is
-# durable in the op log when it is acked; rewriting the text with every keystroke made a commit
-# cost grow with the document (an insert at the top rewrites every page of it). Reading any
-# version, the head included, replays fewer ops than this onto a copy.
-SNAPSHOT_EVERY = 100
 
 
 def now_ms() -> int:
@@ -112,10 +106,7 @@ async def change_submit(
             op = ot.transform(op, concurrent.op, "left")
         while True:
             new_text = ot.apply(live.text, op)
-            if len(new_text) > MAX_DOCUMENT_CODE_POINTS:
-                raise ProtocolError(
-                    TOO_LARGE, f"the document would exceed {MAX_DOCUMENT_CODE_POINTS} code points"
-                )
+            _quotas_check(live, op=op, new_text=new_text)
             # Times never go back within a room, even between processes whose clocks differ:
             # finding the version at a time relies on it (rooms/history/past.py).
             ts = max(now_ms(), live.head_ts)
@@ -159,6 +150,24 @@ async def change_submit(
         result = CommitResult(change.version, new_text)
     await following.change_announce(live.room_id, change)
     return result
+
+
+def _quotas_check(live: LiveRoom, *, op: ot.Op, new_text: str) -> None:
+    """Refuse a change that would take the room past its text or history quota."""
+    text_quota = settings.COLLAB_ROOM_TEXT_MAX_CODE_POINTS
+    if len(new_text) > text_quota:
+        metrics.quota_refused()
+        raise ProtocolError(
+            TOO_LARGE, f"the room's text would exceed its quota of {text_quota:,} code points"
+        )
+    history_quota = settings.COLLAB_ROOM_HISTORY_MAX_BYTES
+    if live.history_bytes + committed_bytes(live.version + 1, op, new_text) > history_quota:
+        metrics.quota_refused()
+        raise ProtocolError(
+            TOO_LARGE,
+            f"the room's history has reached its quota of {history_quota:,} bytes: it takes no "
+            "more changes (copy its text into a new room to go on)",
+        )
 
 
 async def _duplicate_version(live: LiveRoom, client: str, seq: int) -> int | None:

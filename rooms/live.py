@@ -21,7 +21,7 @@ from typing import Protocol
 from django.conf import settings
 
 from rooms import access, following, metrics, ot, store
-from rooms.changes import Change
+from rooms.changes import Change, committed_bytes
 from rooms.history.authorship import Authorship
 from rooms.protocol import encode_frame
 
@@ -74,6 +74,7 @@ class LiveRoom:
         access_version: int = 0,
         authorship: Authorship | None = None,
         head_ts: int = 0,
+        history_bytes: int = 0,
     ) -> None:
         self.room_id = room_id
         self.name = name
@@ -93,6 +94,8 @@ class LiveRoom:
         # The role (None: none) of each account that connected here, kept for the room's life.
         self.roles: dict[int, str | None] = {}
         self.access_lock = asyncio.Lock()
+        # What the room's op log holds (rooms.changes.stored_bytes), for its quota.
+        self.history_bytes = history_bytes
         self.recent: deque[Change] = deque()
         self.recent_bytes = 0  # the sum of their memory_bytes
         # The length of every text-mode broadcast so far (each sends the whole text).
@@ -150,6 +153,7 @@ class LiveRoom:
         self.text = ot.apply(self.text, change.op) if new_text is None else new_text
         self.version = change.version
         self.head_ts = change.ts
+        self.history_bytes += committed_bytes(change.version, change.op, self.text)
         change.texts_before = self.texts_sent
         self.texts_sent += len(self.text)
         self.remember(change)

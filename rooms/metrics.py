@@ -86,6 +86,11 @@ CONNECTIONS_BEHIND = Counter(
     "Connections closed with 4413: they fell further behind than the budgets allow.",
     registry=registry,
 )
+QUOTA_REFUSED = Counter(
+    "collab_quota_refused",
+    "Edits refused with too_large because a room reached its history or text quota.",
+    registry=registry,
+)
 RATE_LIMITED = Counter(
     "collab_rate_limited",
     "WebSocket messages refused with rate_limited.",
@@ -127,6 +132,10 @@ def rate_limited() -> None:
 
 def connection_behind() -> None:
     CONNECTIONS_BEHIND.inc()
+
+
+def quota_refused() -> None:
+    QUOTA_REFUSED.inc()
 
 
 def recent_changes_measured_by(measure: Callable[[], int]) -> None:

@@ -42,6 +42,10 @@ class Room(models.Model):
     # log: rewriting the whole text on every keystroke was most of a commit's cost.
     # rooms.store.room_code gives the text at the head.
     code_version = models.PositiveBigIntegerField(default=0, editable=False)
+    # What the room's history holds, counted by every commit (rooms.changes.committed_bytes):
+    # its op-log rows and its stored copies of the text. Edits past
+    # COLLAB_ROOM_HISTORY_MAX_BYTES are refused.
+    history_bytes = models.PositiveBigIntegerField(default=0, editable=False)
     # Private rooms keep only SHA-256 hashes of their tokens (see rooms/access.py).
     private = models.BooleanField(default=False)
     edit_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)

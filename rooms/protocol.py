@@ -24,7 +24,6 @@ ROOM_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 MAX_MESSAGE_BYTES = 1_048_576  # a frame of exactly this many bytes is still accepted
-MAX_DOCUMENT_CODE_POINTS = 1_048_576
 MAX_NAME_LENGTH = 64
 MAX_SEQ = 2**63 - 1  # stored in a 64-bit integer column
 

@@ -36,7 +36,7 @@ from django.db import (
 from django.utils import timezone
 
 from rooms import ot, sqlite_writes
-from rooms.changes import Change
+from rooms.changes import Change, copy_bytes, stored_bytes
 from rooms.history.authorship import Authorship
 from rooms.history.past import past_at
 from rooms.models import Author, ClientBinding, Op, Room, Snapshot
@@ -237,10 +237,20 @@ def _batch_rows(
         (p.room_id, p.change.client, p.author_name, now) for p in batch if p.author_name is not None
     ]
     room_rows = [
-        (p.change.version, now, p.room_id, p.expected_version) for p in batch if p.copy is None
+        (p.change.version, now, stored_bytes(p.change.op), p.room_id, p.expected_version)
+        for p in batch
+        if p.copy is None
     ]
     copy_rows = [
-        (p.copy.text, p.change.version, p.change.version, now, p.room_id, p.expected_version)
+        (
+            p.copy.text,
+            p.change.version,
+            p.change.version,
+            now,
+            stored_bytes(p.change.op) + copy_bytes(p.copy.text),
+            p.room_id,
+            p.expected_version,
+        )
         for p in batch
         if p.copy is not None
     ]
@@ -261,7 +271,8 @@ def _value_adapter() -> Any:
 def _write_statements(placeholder: str) -> tuple[str, str, str, str, str]:
     """INSERTs of an op row and a snapshot row, the upsert of an author's name, and the guarded
     UPDATEs of a room (without and with a new copy of the text), with the driver's placeholder
-    ("%s" through Django's cursor, "?" for the sqlite3 module itself)."""
+    ("%s" through Django's cursor, "?" for the sqlite3 module itself). Each UPDATE also adds
+    what the change stores to the room's history size."""
     name = connection.ops.quote_name
 
     def insert(table: str, columns: tuple[str, ...]) -> str:
@@ -291,9 +302,11 @@ def _write_statements(placeholder: str) -> tuple[str, str, str, str, str]:
     )
 
     def guarded_update(columns: tuple[str, ...]) -> str:
-        return "UPDATE {} SET {} WHERE {} = {} AND {} = {}".format(
+        history = name("history_bytes")
+        return "UPDATE {} SET {}, {} WHERE {} = {} AND {} = {}".format(
             name(Room._meta.db_table),
             ", ".join(f"{name(column)} = {placeholder}" for column in columns),
+            f"{history} = {history} + {placeholder}",
             name("id"),
             placeholder,
             name("version"),
@@ -318,10 +331,10 @@ def room_versions(room_ids: list[str]) -> dict[str, tuple[int, int]]:
 @database_sync_to_async
 def room_row(
     room_id: str,
-) -> tuple[str, str, int, bool, str, str, int, str, int, Authorship, int] | None:
+) -> tuple[str, str, int, bool, str, str, int, str, int, Authorship, int, int] | None:
     """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, the
-    version of the copy in Room.code, link access, access version, the authorship at the head
-    and the head's time."""
+    version of the copy in Room.code, link access, access version, the authorship at the head,
+    the head's time and the size of the history."""
     room = (
         Room.objects.filter(id=room_id)
         .only(
@@ -333,6 +346,7 @@ def room_row(
             "view_token_hash",
             "link_access",
             "access_version",
+            "history_bytes",
         )
         .first()
     )
@@ -351,6 +365,7 @@ def room_row(
         room.access_version,
         head.authorship,
         head.ts,
+        room.history_bytes,
     )
 
 

@@ -21,7 +21,6 @@ from rooms.history import answers
 from rooms.limits import PerAddressLimit
 from rooms.models import Room
 from rooms.protocol import (
-    MAX_DOCUMENT_CODE_POINTS,
     MAX_NAME_LENGTH,
     is_valid_room_id,
     json_error,
@@ -130,7 +129,8 @@ def rooms_collection(request: HttpRequest) -> JsonResponse:
     except RequestDataTooBig:
         return json_error(
             413,
-            f"the body is too large ('code' is limited to {MAX_DOCUMENT_CODE_POINTS} code points)",
+            "the body is too large ('code' is limited to "
+            f"{settings.COLLAB_ROOM_TEXT_MAX_CODE_POINTS} code points)",
         )
     body = parse_create_body(raw)
     if isinstance(body, JsonResponse):
@@ -183,8 +183,10 @@ def parse_create_body(raw: bytes) -> dict[str, Any] | JsonResponse:
         return json_error(400, f"'name' must be a string of at most {MAX_NAME_LENGTH} characters")
     if "private" in body and not isinstance(body["private"], bool):
         return json_error(400, "'private' must be true or false")
-    if len(code) > MAX_DOCUMENT_CODE_POINTS:
-        return json_error(413, f"'code' is limited to {MAX_DOCUMENT_CODE_POINTS} code points")
+    if len(code) > settings.COLLAB_ROOM_TEXT_MAX_CODE_POINTS:
+        return json_error(
+            413, f"'code' is limited to {settings.COLLAB_ROOM_TEXT_MAX_CODE_POINTS} code points"
+        )
     return {"code": code, "name": name, "private": body.get("private", False)}
 
 

@@ -1,5 +1,6 @@
-"""Memory budgets on a live server (docs/deploying.md, "Memory and storage budgets"): a room's
-recent changes are bounded in bytes."""
+"""Memory and storage budgets on a live server (docs/deploying.md, "Memory and storage budgets";
+docs/protocol.md, section 2): a room's recent changes are bounded in bytes, and a room's text and
+history have quotas past which edits get `too_large` and change nothing."""
 
 from __future__ import annotations
 
@@ -103,3 +104,82 @@ async def test_a_room_rewritten_with_large_texts_keeps_its_recent_changes_within
         for entry in init["ops"]:
             replayed = ot.apply(replayed, entry["op"])
         assert replayed == init["code"] == rewritten(REWRITES - 1)
+
+
+@pytest.fixture
+def quota_server(tmp_path):
+    server = LiveServer(
+        tmp_path / "server",
+        env={"COLLAB_ROOM_HISTORY_MAX_BYTES": "2000", "COLLAB_ROOM_TEXT_MAX_CODE_POINTS": "1000"},
+    )
+    with server:
+        yield server
+
+
+def room_state(server: LiveServer, room_id: str) -> tuple[str, int, int]:
+    room = httpx.get(f"{server.http_url}/rooms/{room_id}", timeout=10).json()
+    history = httpx.get(f"{server.http_url}/rooms/{room_id}/history", timeout=10).json()
+    return room["code"], room["version"], len(history["ops"])
+
+
+async def refused(ws, message: dict) -> dict:
+    """The error a refused edit gets; then the connection still answers."""
+    await ws.send(json.dumps(message))
+    error = await next_of_type(ws, "error")
+    await ws.send(json.dumps({"type": "ping"}))
+    await next_of_type(ws, "pong")
+    return error
+
+
+async def test_an_edit_past_the_text_quota_is_refused_and_changes_nothing(quota_server):
+    server = quota_server
+    too_big = httpx.post(f"{server.http_url}/rooms", json={"code": "x" * 1001}, timeout=10)
+    assert too_big.status_code == 413 and "1000" in too_big.json()["error"]
+    room_id = httpx.post(f"{server.http_url}/rooms", json={"code": "x" * 990}, timeout=10).json()[
+        "room_id"
+    ]
+    async with websockets.connect(f"{server.ws_base}/ws/{room_id}?mode=ops") as ws:
+        await next_of_type(ws, "init")
+        error = await refused(ws, {"type": "op", "version": 0, "seq": 1, "op": ["y" * 11]})
+        assert error["code"] == "too_large"
+        assert "text" in error["message"] and "1,000 code points" in error["message"]
+        assert room_state(server, room_id) == ("x" * 990, 0, 0)
+        ack = json.dumps({"type": "op", "version": 0, "seq": 1, "op": ["y" * 10]})
+        await ws.send(ack)
+        assert (await next_of_type(ws, "ack"))["version"] == 1  # up to the quota is fine
+
+
+async def test_edits_past_the_history_quota_are_refused_and_change_nothing(quota_server):
+    server = quota_server
+    room_id = httpx.post(f"{server.http_url}/rooms", json={"code": ""}, timeout=10).json()[
+        "room_id"
+    ]
+    url = f"{server.ws_base}/ws/{room_id}"
+    async with (
+        websockets.connect(f"{url}?mode=ops") as ws,
+        websockets.connect(f"{url}?mode=text") as text_ws,
+    ):
+        await next_of_type(ws, "init")
+        await next_of_type(text_ws, "init")
+        # Each change counts its op as JSON and 100 bytes for its row: ["abc"] is 107 bytes, so
+        # 18 fit in 2,000 and the 19th is refused.
+        accepted = 0
+        for _ in range(30):
+            op = {"type": "op", "version": accepted, "seq": accepted + 1, "op": ["abc"]}
+            await ws.send(json.dumps(op))
+            reply = await next_of_type(ws, "ack", "error")
+            if reply["type"] == "error":
+                break
+            accepted += 1
+        assert accepted == 18
+        assert reply["code"] == "too_large"
+        assert "history" in reply["message"] and "2,000 bytes" in reply["message"]
+        state = room_state(server, room_id)
+        assert state == ("abc" * accepted, accepted, accepted)
+
+        # Nothing more gets in, however small, in either mode.
+        empty = {"type": "op", "version": accepted, "seq": accepted + 2, "op": []}
+        assert (await refused(ws, empty))["code"] == "too_large"
+        sync = {"type": "sync_code", "code": "", "version": accepted}
+        assert (await refused(text_ws, sync))["code"] == "too_large"
+        assert room_state(server, room_id) == state
