@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from functools import partial
 from typing import Any
 
@@ -36,8 +37,18 @@ from rooms.logs import redact_secrets
 # Frames a client may have waiting for the application before reading from it pauses. uvicorn
 # pauses after every frame; a few let a burst of small messages through without a pause each.
 INBOUND_FRAMES_QUEUED = 4
-# Seconds a client has to answer the server's close frame (uvicorn's close timeout).
-CLOSE_HANDSHAKE_TIMEOUT_S = 10
+
+
+# How often a closing socket is checked for data the kernel has yet to deliver.
+KERNEL_QUEUE_POLL_S = 0.05
+# Linux's ioctl for the bytes a socket has not had acknowledged yet (None elsewhere).
+try:
+    import fcntl
+    import termios
+
+    TIOCOUTQ = termios.TIOCOUTQ
+except (ImportError, AttributeError):
+    TIOCOUTQ = None
 
 
 @implementer(IPushProducer)
@@ -47,6 +58,7 @@ class SendWindow:
 
     def __init__(self) -> None:
         self.paused = False
+        self.stopped = False
         self.waiting: list[asyncio.Future] = []
 
     async def writable(self) -> None:
@@ -67,7 +79,26 @@ class SendWindow:
                 waiter.set_result(None)
 
     def stopProducing(self) -> None:  # the connection is gone: nobody waits on it
+        self.stopped = True
         self.resumeProducing()
+
+    async def delivered(self, transport: Any) -> None:
+        """Return once the kernel has nothing left to deliver on this socket, or it is gone.
+
+        autobahn gives a client one second to answer the server's close frame, then drops the
+        connection, and with it whatever the kernel still held: a slow client that was reading
+        its frames lost the last ones and the close code. Written once the rest is delivered,
+        the close frame is all the client has left to read. (Linux only; elsewhere at once.)
+        """
+        fileno = getattr(transport, "fileno", None)
+        while TIOCOUTQ is not None and fileno is not None and not self.stopped:
+            try:
+                queued = fcntl.ioctl(fileno(), TIOCOUTQ, bytes(4))
+            except (OSError, ValueError):
+                return  # the socket is closed already
+            if not int.from_bytes(queued, sys.byteorder):
+                return
+            await asyncio.sleep(KERNEL_QUEUE_POLL_S)
 
 
 class InboundQueue(asyncio.Queue):
@@ -130,13 +161,8 @@ class TunedServer(Server):
     def _tune_websockets(self) -> None:
         self.ws_factory.protocol = FlowControlledWebSocketProtocol
         # allowNullOrigin defaults to False here, unlike daphne's setting: restate daphne's choice
-        # (the application's origin policy decides, and answers 403). A close frame waits behind
-        # what the socket still has to write; autobahn aborts the connection if the client has
-        # not answered it within a second, which threw away the frames of a slow client that
-        # was reading them: give it uvicorn's ten seconds.
-        self.ws_factory.setProtocolOptions(
-            failByDrop=False, allowNullOrigin=True, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT_S
-        )
+        # (the application's origin policy decides, and answers 403).
+        self.ws_factory.setProtocolOptions(failByDrop=False, allowNullOrigin=True)
 
     def create_application(self, protocol: Any, scope: dict) -> asyncio.Queue | None:
         if not isinstance(protocol, FlowControlledWebSocketProtocol):
@@ -161,6 +187,8 @@ class TunedServer(Server):
         window = getattr(protocol, "send_window", None)
         if window is not None and window.paused:
             await window.writable()
+        if window is not None and message["type"] == "websocket.close":
+            await window.delivered(protocol.transport)
         await super().handle_reply(protocol, message)
 
 
