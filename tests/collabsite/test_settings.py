@@ -91,11 +91,38 @@ def test_collab_env_file_names_another_file_and_a_missing_one_is_an_error(projec
         ("COLLAB_RATE_BURST", "lots"),
         ("DJANGO_SECURE_HSTS_SECONDS", "1h"),
         ("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto"),
+        ("COLLAB_SEND_BACKLOG_BYTES", "lots"),
+        ("COLLAB_ROOM_HISTORY_MAX_BYTES", "16 megs"),
     ],
 )
 def test_a_value_that_does_not_parse_stops_the_start_and_names_its_variable(project, name, value):
     error = start_refused(project, {name: value})
     assert "ImproperlyConfigured" in error and f"{name}={value!r}" in error
+
+
+def test_budgets_are_sizes_in_bytes_with_binary_units(project):
+    seen = settings_of(
+        project,
+        {
+            "COLLAB_SEND_BUFFER_BYTES": "1048576",
+            "COLLAB_SEND_BACKLOG_BYTES": "256K",
+            "COLLAB_RECENT_CHANGES_BYTES": "16M",
+            "COLLAB_ROOM_HISTORY_MAX_BYTES": "2G",
+            "COLLAB_CONNECTION_QUEUE_BYTES": "8 MiB",
+        },
+        "COLLAB_SEND_BUFFER_BYTES",
+        "COLLAB_SEND_BACKLOG_BYTES",
+        "COLLAB_RECENT_CHANGES_BYTES",
+        "COLLAB_ROOM_HISTORY_MAX_BYTES",
+        "COLLAB_CONNECTION_QUEUE_BYTES",
+    )
+    assert seen == {
+        "COLLAB_SEND_BUFFER_BYTES": 1048576,
+        "COLLAB_SEND_BACKLOG_BYTES": 256 * 1024,
+        "COLLAB_RECENT_CHANGES_BYTES": 16 * 1024**2,
+        "COLLAB_ROOM_HISTORY_MAX_BYTES": 2 * 1024**3,
+        "COLLAB_CONNECTION_QUEUE_BYTES": 8 * 1024**2,
+    }
 
 
 def test_env_example_copied_to_env_gives_the_defaults(project):
@@ -116,6 +143,12 @@ def test_env_example_copied_to_env_gives_the_defaults(project):
         "AXES_FAILURE_LIMIT",
         "AXES_COOLOFF_TIME",
         "LOGGING",
+        "COLLAB_SEND_BUFFER_BYTES",
+        "COLLAB_SEND_BACKLOG_BYTES",
+        "COLLAB_RECENT_CHANGES_BYTES",
+        "COLLAB_CONNECTION_QUEUE_BYTES",
+        "COLLAB_ROOM_HISTORY_MAX_BYTES",
+        "COLLAB_ROOM_TEXT_MAX_CODE_POINTS",
     ]
     without = settings_of(project, READS_DOT_ENV, *names)
     (project / ".env").write_text((PROJECT_ROOT / ".env.example").read_text())

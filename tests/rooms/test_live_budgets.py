@@ -3,8 +3,6 @@ as in count (docs/deploying.md, "Memory and storage budgets")."""
 
 from __future__ import annotations
 
-import pytest
-
 from rooms import live as live_module
 from rooms.changes import Change
 from rooms.live import LiveRoom
@@ -53,23 +51,3 @@ async def test_text_backlog_counts_the_whole_text_of_every_version_after():
     assert live.text_backlog(0) == 3 + 5
     assert live.text_backlog(1) == 5
     assert live.text_backlog(-1) is None  # before what memory holds
-
-
-def test_budgets_are_read_as_bytes_with_binary_units(monkeypatch):
-    from django.core.exceptions import ImproperlyConfigured
-
-    from collabsite.settings import env_bytes
-
-    for value, expected in (
-        ("1048576", 1048576),
-        ("256K", 262144),
-        ("16M", 16 * MIB),
-        ("2G", 2 * 1024 * MIB),
-        ("16 MiB", 16 * MIB),
-        ("", 7),
-    ):
-        monkeypatch.setenv("COLLAB_TEST_BYTES", value)
-        assert env_bytes("COLLAB_TEST_BYTES", 7) == expected, value
-    monkeypatch.setenv("COLLAB_TEST_BYTES", "lots")
-    with pytest.raises(ImproperlyConfigured, match="COLLAB_TEST_BYTES"):
-        env_bytes("COLLAB_TEST_BYTES", 7)
