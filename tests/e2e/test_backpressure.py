@@ -143,3 +143,50 @@ async def test_frames_to_clients_are_not_held_to_the_cap_on_frames_from_clients(
     async with websockets.connect(url, max_size=None, open_timeout=10) as ws:
         init = await asyncio.wait_for(next_of_type(ws, "init"), WAIT_S)
         assert init["code"] == code
+
+
+FLOOD_FRAME = "x" * 1_000_000  # within the message limit, and not JSON: each gets bad_json
+FLOOD_FRAMES = 200
+FLOOD_STALL_S = 2  # a send the server has not taken by then means it stopped reading
+
+
+async def test_a_client_that_sends_without_reading_cannot_grow_the_server(server):
+    # Once a send to a socket waits, that connection's handler waits with it: the frames its
+    # client sends meanwhile must wait in the client's TCP window, not in the server (daphne
+    # queued every one for the application: 200 MB here, when sends began to wait).
+    created = httpx.post(f"{server.http_url}/rooms", json={"code": DOCUMENT}, timeout=10)
+    assert created.status_code == 201, created.text
+    url = f"{server.ws_base}/ws/{created.json()['room_id']}"
+    flooder = await asyncio.wait_for(StalledClient(f"{url}?mode=text", server.port).open(), WAIT_S)
+    writer = await websockets.connect(
+        f"{url}?mode=ops", max_size=None, max_queue=None, open_timeout=10
+    )
+    try:
+        assert (await asyncio.wait_for(flooder.recv(), WAIT_S))["type"] == "init"
+        await asyncio.wait_for(next_of_type(writer, "init"), WAIT_S)
+        await writer.send(json.dumps({"type": "complete", "id": 1, "line": 1, "column": 3}))
+        await asyncio.wait_for(next_of_type(writer, "completions"), WAIT_S)
+        # 50 edits fill the flooder's buffers with texts it does not read (10 MB, within its
+        # backlog budget): from then on each reply to it waits, and so does its connection.
+        for number in range(50):
+            op = {"type": "op", "version": number, "seq": number + 1, "op": [edit(number)]}
+            await writer.send(json.dumps(op))
+            await asyncio.wait_for(next_of_type(writer, "ack"), WAIT_S)
+        process = psutil.Process(server.pid)
+        before = process.memory_info().rss
+
+        sent = 0
+        while sent < FLOOD_FRAMES and await flooder.send_text(FLOOD_FRAME, FLOOD_STALL_S):
+            sent += 1
+
+        growth_mib = (process.memory_info().rss - before) / MIB
+        assert growth_mib < RSS_GROWTH_LIMIT_MIB, (
+            f"the server grew by {growth_mib:.0f} MiB taking {sent} frames of 1 MB"
+        )
+        # The room is still served.
+        op = {"type": "op", "version": 50, "seq": 51, "op": ["done"]}
+        await writer.send(json.dumps(op))
+        assert (await asyncio.wait_for(next_of_type(writer, "ack"), WAIT_S))["version"] == 51
+    finally:
+        for ws in (flooder, writer):
+            await ws.close()

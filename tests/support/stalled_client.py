@@ -71,6 +71,17 @@ class StalledClient:
                 self.close_code = self.protocol.close_rcvd.code
         self.flush()
 
+    async def send_text(self, text: str, timeout: float) -> bool:
+        """Send one text frame; False if the server has not taken it within `timeout` seconds
+        (it stopped reading from us)."""
+        self.protocol.send_text(text.encode())
+        self.flush()
+        try:
+            await asyncio.wait_for(self.writer.drain(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def recv(self) -> dict:
         """The next frame; ServerClosed once the server ended the connection."""
         while not self.frames:
