@@ -73,7 +73,7 @@ async def test_a_room_rewritten_with_large_texts_keeps_its_recent_changes_within
         websockets.connect(f"{url}&client=rewriter-1", max_size=None, max_queue=None) as writer,
         websockets.connect(url, max_size=None, max_queue=None) as reader,
     ):
-        await next_of_type(writer, "init")
+        secret = (await next_of_type(writer, "init"))["client_secret"]
         await next_of_type(reader, "init")
         # Jedi loads in the background at start; a completion waits for it to be in.
         await writer.send(json.dumps({"type": "complete", "id": 1, "line": 1, "column": 0}))
@@ -96,7 +96,7 @@ async def test_a_room_rewritten_with_large_texts_keeps_its_recent_changes_within
 
     # Resuming from the start still gets every change, from the op log.
     async with websockets.connect(
-        f"{url}&client=rewriter-1&version=0", max_size=None, max_queue=None
+        f"{url}&client=rewriter-1&client_secret={secret}&version=0", max_size=None, max_queue=None
     ) as resumed:
         init = await next_of_type(resumed, "init")
         assert [entry["version"] for entry in init["ops"]] == list(range(1, REWRITES + 1))
