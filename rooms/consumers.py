@@ -639,9 +639,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         anchor = require_int(message, "anchor")
         head = require_int(message, "head")
         version = require_int(message, "version", optional=True)
-        self.cursor.set(
+        publishing = self.cursor.set(
             await document.cursor_at_head(self.live, anchor=anchor, head=head, version=version)
         )
+        if publishing is not None:
+            await publishing
 
     async def on_typing(self, message: dict[str, Any]) -> None:
         typing = message.get("typing")

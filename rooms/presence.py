@@ -277,12 +277,22 @@ class CursorThrottle:
         self.sent_at = float("-inf")
         self.timer: asyncio.TimerHandle | None = None
 
-    def set(self, cursor: tuple[int, int, int]) -> None:
+    def set(self, cursor: tuple[int, int, int]) -> Awaitable[None] | None:
+        """Take a new position. When it may go out now, returns its publication for the caller
+        to await: it then reaches the others before the connection's next message is handled
+        (a leave right behind it would otherwise stop it). Else it is sent when the interval is
+        over."""
         self.latest = cursor
-        if self.timer is None:
-            loop = asyncio.get_running_loop()
-            wait = max(0.0, self.sent_at + CURSOR_INTERVAL_S - loop.time())
-            self.timer = loop.call_later(wait, self._send_latest)
+        if self.timer is not None:
+            return None
+        loop = asyncio.get_running_loop()
+        wait = self.sent_at + CURSOR_INTERVAL_S - loop.time()
+        if wait <= 0:
+            self.latest = None
+            self.sent_at = loop.time()
+            return self.publish(cursor)
+        self.timer = loop.call_later(wait, self._send_latest)
+        return None
 
     def _send_latest(self) -> None:
         self.timer = None

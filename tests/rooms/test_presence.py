@@ -48,6 +48,16 @@ async def test_cursor_reaches_others_stamped_with_the_senders_user(room):
     await bob.close()
 
 
+async def test_a_cursor_sent_right_before_leaving_still_reaches_the_others(room):
+    alice = await connected(room.id)
+    bob = await connected(room.id)
+    await alice.send({"type": "cursor", "anchor": 2, "head": 3})
+    await alice.close()  # at once: the cursor and the disconnect wait in the queue together
+    seen = [(await bob.receive_type("cursor", "leave"))["type"] for _ in range(2)]
+    assert seen == ["cursor", "leave"]
+    await bob.close()
+
+
 async def test_cursor_on_an_old_version_is_moved_to_the_head(room):
     alice = await connected(room.id)
     bob = await connected(room.id)
