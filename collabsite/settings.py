@@ -215,10 +215,9 @@ COLLAB_RECENT_CHANGES_BYTES = env.get_value("COLLAB_RECENT_CHANGES_BYTES", byte_
 COLLAB_CONNECTION_QUEUE_BYTES = env.get_value(
     "COLLAB_CONNECTION_QUEUE_BYTES", byte_size, 8 * 1024**2
 )
-# A room's stored history (its op log); edits past it are refused with `too_large`.
-COLLAB_ROOM_HISTORY_MAX_BYTES = env.get_value(
-    "COLLAB_ROOM_HISTORY_MAX_BYTES", byte_size, 256 * 1024**2
-)
+# A room's stored history (its op log and the copies of its text); edits past it are refused
+# with `too_large`.
+COLLAB_ROOM_HISTORY_MAX_BYTES = env.get_value("COLLAB_ROOM_HISTORY_MAX_BYTES", byte_size, 1024**3)
 # A room's text, in code points (the protocol's default: 1,048,576).
 COLLAB_ROOM_TEXT_MAX_CODE_POINTS = env.int("COLLAB_ROOM_TEXT_MAX_CODE_POINTS", default=1_048_576)
 
