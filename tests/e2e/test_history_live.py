@@ -23,6 +23,8 @@ pytestmark = pytest.mark.e2e
 
 LINE = re.compile(r"<[a-z]+\.[0-9]+>\n")
 WAIT_S = 20
+# Lines one editor types at most while waiting for the restore (a bound, not a pace).
+MAX_LINES_TYPED = 2000
 
 
 def lines_of(text: str) -> list[str]:
@@ -31,12 +33,31 @@ def lines_of(text: str) -> list[str]:
     return found
 
 
+async def type_line(client: OTClient, rng: random.Random, token: str) -> None:
+    """Insert one token line at a random line start, then pause unevenly."""
+    starts = [0] + [m.end() for m in LINE.finditer(client.text)]
+    await client.edit(at(rng.choice(starts), f"<{token}>\n"))
+    await asyncio.sleep(rng.random() * 0.01)  # uneven typing, not synchronisation
+
+
 async def type_lines(client: OTClient, rng: random.Random, prefix: str, count: int) -> None:
     """Insert `count` token lines at random line starts, with uneven pauses."""
     for number in range(count):
-        starts = [0] + [m.end() for m in LINE.finditer(client.text)]
-        await client.edit(at(rng.choice(starts), f"<{prefix}.{number}>\n"))
-        await asyncio.sleep(rng.random() * 0.01)  # uneven typing, not synchronisation
+        await type_line(client, rng, f"{prefix}.{number}")
+
+
+async def type_until(
+    client: OTClient, rng: random.Random, prefix: str, done: asyncio.Event, more: int
+) -> None:
+    """Type lines until `done` is set, then `more` lines after it (bounded in all)."""
+    number = 0
+    while not done.is_set():
+        assert number < MAX_LINES_TYPED, "the restore never happened"
+        await type_line(client, rng, f"{prefix}.{number}")
+        number += 1
+    for _ in range(more):
+        await type_line(client, rng, f"{prefix}.{number}")
+        number += 1
 
 
 async def delete_lines(client: OTClient, rng: random.Random, count: int) -> None:
@@ -69,17 +90,25 @@ async def test_restore_while_two_editors_type_loses_nothing_of_theirs(shared_ser
         await settle(alice, bob)
         base = (await http.get(f"/rooms/{room_id}")).json()["version"]
 
-        # After B: both keep typing while the restore (decided at B) is committed.
+        # After B: both keep typing while the restore (decided at B) is committed: it is sent
+        # once some of their lines have landed after B, and they type on after its answer.
+        restore_answered = asyncio.Event()
+
         async def restore_meanwhile() -> dict:
-            await asyncio.sleep(0.05)
-            response = await http.post(
-                f"/rooms/{room_id}/restore", json={"version": old["version"], "base": base}
-            )
+            await alice.wait_until(lambda: alice.version >= base + 6, WAIT_S)
+            try:
+                response = await http.post(
+                    f"/rooms/{room_id}/restore", json={"version": old["version"], "base": base}
+                )
+            finally:
+                restore_answered.set()
             assert response.status_code == 200, response.text
             return response.json()
 
         _, _, restored = await asyncio.gather(
-            type_lines(alice, rng, "ac", 25), type_lines(bob, rng, "bc", 25), restore_meanwhile()
+            type_until(alice, rng, "ac", restore_answered, more=5),
+            type_until(bob, rng, "bc", restore_answered, more=5),
+            restore_meanwhile(),
         )
         await settle(alice, bob)
 
