@@ -1,6 +1,6 @@
 """The floor: a minimal broadcast server on the bare `websockets` library.
 
-It speaks the subset of the wire contract (/work/shared/contract.md, section 3) that the
+It speaks the subset of the wire contract (docs/protocol.md, section 4) that the
 benchmarks use, with none of the real server's work: no database, no OT, no validation beyond
 JSON parsing, no rate limiting. Whatever our server costs above this is the price of Django,
 Channels, daphne/uvicorn, persistence and the protocol's guarantees.

@@ -142,7 +142,7 @@ def query_credentials(query_string: bytes) -> dict[str, str]:
 
 
 def parse_query(query_string: bytes) -> dict[str, Any]:
-    """The connection's query parameters, validated (contract section 3); whether `version`
+    """The connection's query parameters, validated (docs/protocol.md, section 4); whether `version`
     is ahead of the room is checked once the room is caught up."""
     try:
         raw = parse_qs(query_string.decode(), keep_blank_values=True, errors="strict")

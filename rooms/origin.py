@@ -1,4 +1,4 @@
-"""Which browser pages may open a WebSocket to us (contract section 3, Origin).
+"""Which browser pages may open a WebSocket to us (docs/protocol.md, section 4, handshake).
 
 Channels' AllowedHostsOriginValidator refuses connections without an Origin header, but only
 browsers send one; editors, bots and CLIs must be able to connect. So: no Origin header is

@@ -42,7 +42,7 @@ CLOSE_IDLE = 4408  # nothing received for COLLAB_IDLE_TIMEOUT_S; reconnect when 
 # frames sent before the close were complete and in order.
 CLOSE_TOO_FAR_BEHIND = 4413
 
-# WebSocket error codes (contract section 4).
+# WebSocket error codes (docs/protocol.md, section 11).
 BAD_JSON = "bad_json"
 BAD_MESSAGE = "bad_message"
 UNKNOWN_TYPE = "unknown_type"
@@ -67,7 +67,7 @@ def is_valid_room_id(value: object) -> bool:
 
 
 def new_room_id() -> str:
-    # 16 random bytes = 128 bits, above the 96 the contract asks for; URL-safe alphabet.
+    # 16 random bytes = 128 bits, above the 96 docs/protocol.md promises; URL-safe alphabet.
     return secrets.token_urlsafe(16)
 
 

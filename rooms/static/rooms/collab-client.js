@@ -2,8 +2,8 @@
  * collab-client.js — the JavaScript client of the collaborative editing service.
  *
  * One ES module, no build step, no dependencies; runs in browsers and in Node 20+ (pass the `ws`
- * package's class as the `WebSocket` option there). It speaks the ops mode of the wire contract
- * (/ws/<room>?mode=ops, contract v1.2 sections 3 and 3.2) and embeds its own ot-text-unicode
+ * package's class as the `WebSocket` option there). It speaks the ops mode of the wire protocol
+ * (/ws/<room>?mode=ops; docs/protocol.md sections 4 and 7) and embeds its own ot-text-unicode
  * implementation, a line-by-line port of the server's rooms/ot.py, so both sides transform
  * identically.
  *
@@ -13,7 +13,7 @@
  *   most one pending op (every local edit made meanwhile, composed into one).
  * - An incoming op (version V+1) moves the in-flight and pending ops past it with side "left";
  *   the incoming op is moved past them with side "right" and applied to the local text. This is
- *   what the server does to submitted ops, so every replica converges (contract 3.2).
+ *   what the server does to submitted ops, so every replica converges (protocol section 7.3).
  * - An ack (version V+1, our seq) confirms the in-flight op; the pending op then goes out.
  *   An op or ack whose version is not the next one means a message went missing: the client
  *   reconnects and resumes.
@@ -64,7 +64,7 @@
  *     "access"  {access}  the server changed what this connection may do ("edit" | "view"):
  *               an owner changed our role or the room's link access; on "view", local edits
  *               not sent yet are taken back (a "change" event with `reset: true` shows it)
- *     "error"   {code, message[, closeCode]}  server errors (contract section 4); closes 4400/
+ *     "error"   {code, message[, closeCode]}  server errors (protocol section 11); closes 4400/
  *               4403/4404 (codes "bad_request", "forbidden", "not_found"; final: 4403 also
  *               when an owner removed our access while connected); "protocol"
  *               when the client had to resync or reload; "connect" when no socket could be made
@@ -126,7 +126,7 @@
 
 // --------------------------------------------------------------------------------------------
 // Code points. JS strings are UTF-16; the protocol counts code points. Documents never hold
-// NUL or lone surrogates (contract section 1), so a high surrogate is always followed by its
+// NUL or lone surrogates (protocol section 2), so a high surrogate is always followed by its
 // low one and one code point is one or two code units.
 // --------------------------------------------------------------------------------------------
 
@@ -625,7 +625,7 @@ function randomClientId() {
 
 const CLIENT_ID_RE = /^[A-Za-z0-9_-]{8,64}$/;
 const OPEN = 1; // WebSocket.OPEN, the same in browsers and in `ws`
-// Closes after which retrying cannot help (contract section 3).
+// Closes after which retrying cannot help (protocol section 4, close codes).
 const FINAL_CLOSES = new Map([
   [4400, ["bad_request", "the server refused the connection parameters"]],
   [4403, ["forbidden", "no access to this room: it needs a valid link, or an account invited into it"]],
@@ -1076,7 +1076,7 @@ export class CollabClient {
     if (this._clientSecret !== null) url.searchParams.set("client_secret", this._clientSecret);
     if (this._name !== undefined) url.searchParams.set("name", this._name);
     if (this._token !== undefined) url.searchParams.set("token", this._token);
-    // Resume: init then carries every op after our version (contract 3.2).
+    // Resume: init then carries every op after our version (protocol section 7.5).
     if (this._ready) url.searchParams.set("version", String(this._version));
     let socket;
     try {
@@ -1384,7 +1384,7 @@ export class CollabClient {
       this._commitInflight(version);
       return;
     }
-    // Contract 3.2: our unconfirmed ops go left of the incoming op, the incoming op right of them.
+    // Protocol section 7.3: our unconfirmed ops go left of the incoming op, the incoming op right of them.
     let incoming = op;
     let inflight = this._inflight?.op;
     let pending = this._pending;
