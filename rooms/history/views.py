@@ -87,6 +87,7 @@ async def room_restore_view(request: HttpRequest, room_id: str) -> JsonResponse:
     body = _restore_body(request.body)
     if isinstance(body, JsonResponse):
         return body
+    account_name = await sync_to_async(_account_name)(request)
     live = live_rooms.get(room.id)
     loaded = live is None
     if loaded:
@@ -100,7 +101,7 @@ async def room_restore_view(request: HttpRequest, room_id: str) -> JsonResponse:
             base_version=body["base"],
             user=user,
             client=user,
-            author_name=body["name"],
+            author_name=account_name or body["name"],
         )
     except ProtocolError as error:
         return json_error(413 if error.code == TOO_LARGE else 400, error.message)
@@ -120,6 +121,18 @@ def _room_and_access(
     if allowed is None:
         return json_error(403, "this room is private: pass its token, or sign in as a member"), None
     return room, allowed
+
+
+def _account_name(request: HttpRequest) -> str | None:
+    """The restorer's account name, stamped as on the WebSocket: a signed-in user is credited
+    by their account, whatever name the body asks for. A session write without its CSRF token
+    (allowed in a public room, where anyone may restore) is credited to nobody's account, so a
+    forged request cannot put a victim's name on a change."""
+    try:
+        user = accounts.request_identity(request).user
+    except accounts.Refused:
+        return None
+    return accounts.display_name(user) if user is not None else None
 
 
 def _restore_body(raw: bytes) -> dict | JsonResponse:

@@ -8,9 +8,11 @@ import re
 
 import pytest
 from channels.db import database_sync_to_async
+from django.test import AsyncClient
 
 from rooms import document
 from rooms.models import Author, Op
+from tests.rooms.support_accounts import user_new
 from tests.rooms.wsclient import Client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -293,6 +295,39 @@ async def test_restore_needs_the_edit_token_of_a_private_room(async_client):
     allowed = await async_client.post(url, body, content_type="application/json", headers=editor)
     assert allowed.status_code == 200
     assert (await async_client.get(f"/rooms/{private.id}/restore")).status_code == 405
+
+
+async def signed_in(username: str, *, enforce_csrf_checks: bool = False) -> AsyncClient:
+    user = await database_sync_to_async(user_new)(username)
+    client = AsyncClient(enforce_csrf_checks=enforce_csrf_checks)
+    await client.aforce_login(user)
+    return client
+
+
+def author_of_line(blame: dict, index: int) -> str:
+    return blame["authors"][blame["lines"][index]["author"]]["name"]
+
+
+async def test_a_signed_in_restore_is_credited_to_the_account_not_the_name_it_asks_for(room):
+    await three_versions(room.id)
+    alice = await signed_in("alice-restorer")
+    response = await alice.post(
+        f"/rooms/{room.id}/restore", {"version": 1, "name": "mallory"}, "application/json"
+    )
+    assert response.status_code == 200, response.content
+    blame = (await alice.get(f"/rooms/{room.id}/blame")).json()
+    assert blame["lines"][1]["version"] == 4
+    assert author_of_line(blame, 1) == "alice-restorer"
+
+
+async def test_a_restore_forged_without_csrf_is_not_credited_to_the_signed_in_account(room):
+    await three_versions(room.id)
+    victim = await signed_in("victim", enforce_csrf_checks=True)
+    forged = await victim.post(
+        f"/rooms/{room.id}/restore", {"version": 1, "name": "forger"}, "application/json"
+    )
+    assert forged.status_code == 200, forged.content  # a public room: anyone may restore
+    assert author_of_line((await victim.get(f"/rooms/{room.id}/blame")).json(), 1) == "forger"
 
 
 # -- the WebSocket -------------------------------------------------------------------------------
