@@ -30,23 +30,26 @@ class Client:
     async def send_raw(self, text: str | None = None, data: bytes | None = None) -> None:
         await self.communicator.send_to(text_data=text, bytes_data=data)
 
-    async def receive(self) -> dict[str, Any]:
-        message = await self.communicator.receive_output(timeout=TIMEOUT_S)
+    async def receive(self, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+        message = await self.communicator.receive_output(timeout=timeout)
         assert message["type"] == "websocket.send", message
         return json.loads(message["text"])
 
-    async def receive_type(self, *types: str) -> dict[str, Any]:
-        """The next message of one of `types`, skipping presence chatter in between."""
+    async def receive_type(self, *types: str, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+        """The next message of one of `types`, skipping presence chatter in between; `timeout`
+        bounds the wait for each message."""
         for _ in range(50):
-            message = await self.receive()
+            message = await self.receive(timeout)
             if message["type"] in types:
                 return message
             assert message["type"] in {"join", "leave", "typing", "cursor"}, message
         raise AssertionError(f"no {types} message")
 
-    async def request(self, message: dict[str, Any], *types: str) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any], *types: str, timeout: float = TIMEOUT_S
+    ) -> dict[str, Any]:
         await self.send(message)
-        return await self.receive_type(*types)
+        return await self.receive_type(*types, timeout=timeout)
 
     async def submit(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send a change and return its ack (or error), passing over earlier changes' broadcasts."""
