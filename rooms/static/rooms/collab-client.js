@@ -1358,18 +1358,7 @@ export class CollabClient {
     this._pending = rebased.length ? rebased : null;
     this._recentOps = [];
     this._text = rebased.length ? apply(code, rebased) : code;
-    const change = diff(before, this._text);
-    this._moveCursors(change);
-    this._setStatus(this._status);
-    if (change.length) {
-      this._emit("change", {
-        changes: opToChanges(before, change),
-        text: this._text,
-        version: this._version,
-        user: null,
-        reset: true,
-      });
-    }
+    this._announceReset(before);
   }
 
   /** A committed op from the server (live, or an init.ops entry when resuming). */
@@ -1510,11 +1499,9 @@ export class CollabClient {
     this._emit("access", {access});
   }
 
-  _dropPending() {
-    if (!this._pending) return;
-    const before = this._text;
-    this._pending = null;
-    this._text = this._inflight ? apply(this._serverText, this._inflight.op) : this._serverText;
+  /** After the text was replaced wholesale (not by one op): move the cursors, refresh the
+   * status and tell the editor what changed since `before`, marked as a reset. */
+  _announceReset(before) {
     const change = diff(before, this._text);
     this._moveCursors(change);
     this._setStatus(this._status);
@@ -1527,6 +1514,14 @@ export class CollabClient {
         reset: true,
       });
     }
+  }
+
+  _dropPending() {
+    if (!this._pending) return;
+    const before = this._text;
+    this._pending = null;
+    this._text = this._inflight ? apply(this._serverText, this._inflight.op) : this._serverText;
+    this._announceReset(before);
   }
 
   _onCompletions({id, items, incomplete}) {
