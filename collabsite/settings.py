@@ -125,6 +125,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every answer (redirects of the middleware below included) names the
+    # process that gave it (X-Collab-Process): where a proxy or `serve` routed the request.
+    "rooms.affinity.process_header_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -24,7 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from autocomplete import completion
-from rooms import access, accounts, document, identity, metrics, ot, presence, sockets
+from rooms import access, accounts, affinity, document, identity, metrics, ot, presence, sockets
 from rooms.changes import Change
 from rooms.groups import group_name
 from rooms.history import answers
@@ -300,8 +300,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         # Accept first: a close before accept reaches browsers as a bare HTTP 403, and clients
-        # need the close code to tell "no such room" from "bad request".
-        await self.accept()
+        # need the close code to tell "no such room" from "bad request". The header names this
+        # process: where the routing (rooms/affinity.py) sent the room's connection.
+        await self.accept(headers=[affinity.process_header_pair()])
         room_id = self.scope["url_route"]["kwargs"]["room_id"]
         if not is_valid_room_id(room_id):
             await self.close(CLOSE_NOT_FOUND)

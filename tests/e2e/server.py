@@ -193,14 +193,23 @@ class LiveServer(Addresses):
 
 
 WORKER_STARTED = re.compile(r"Started server process \[(\d+)\]")
+# With several workers, the parent's line for each worker slot that is ready (at start, and
+# when the standby takes a dead worker's slot): rooms/workers.py.
+WORKER_READY = re.compile(r"serve: worker (\d+) \[(\d+)\] ready")
+STANDBY_READY = re.compile(r"serve: standby \[(\d+)\] ready")
 
 
 class ServeProcess(Addresses):
-    """`manage.py serve` in a subprocess; readiness from uvicorn's own log lines."""
+    """`manage.py serve` in a subprocess; readiness from its log lines: uvicorn's own with one
+    worker, the routing parent's with several (`worker_pids[slot]` is each slot's worker)."""
 
-    def __init__(self, env: dict[str, str], workers: int) -> None:
+    def __init__(
+        self, env: dict[str, str], workers: int, args: tuple[str, ...] = (), standby: int = 1
+    ) -> None:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.workers = workers
+        self.standby = standby if workers > 1 else 0
+        self.args = (*args, "--standby", str(standby)) if standby != 1 else args
         self.port = free_port()
         self.process: subprocess.Popen[str] | None = None
         self.log: list[str] = []
@@ -217,6 +226,7 @@ class ServeProcess(Addresses):
                 str(self.workers),
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             cwd=PROJECT_ROOT,
             env=self.env,
@@ -236,13 +246,16 @@ class ServeProcess(Addresses):
         self.lines.put(None)
 
     def wait_ready(self, timeout: float = 60) -> None:
-        """Every worker logged "Started server process [pid]" (uvicorn logs it once the app is
-        imported), then one HTTP request answers. A worker that dies while starting fails."""
+        """Every worker is ready (uvicorn's "Started server process [pid]" with one worker; the
+        parent's "worker N [pid] ready" and "standby [pid] ready" lines with several), then one
+        HTTP request answers. A worker that dies while starting fails."""
         deadline = threading.Event()
         timer = threading.Timer(timeout, deadline.set)
         timer.start()
+        slots: dict[int, int] = {}
+        standbys: set[int] = set()
         try:
-            while len(self.worker_pids) < self.workers:
+            while len(self.worker_pids) < self.workers or len(standbys) < self.standby:
                 try:
                     line = self.lines.get(timeout=1)
                 except queue.Empty:
@@ -253,8 +266,14 @@ class ServeProcess(Addresses):
                     raise AssertionError(self.failure("serve exited while starting"))
                 if "died" in line or "Traceback" in line:
                     raise AssertionError(self.failure("a worker failed while starting"))
-                if match := WORKER_STARTED.search(line):
+                if self.workers == 1 and (match := WORKER_STARTED.search(line)):
                     self.worker_pids.append(int(match.group(1)))
+                if self.workers > 1 and (match := WORKER_READY.search(line)):
+                    slots[int(match.group(1))] = int(match.group(2))
+                    if len(slots) == self.workers:
+                        self.worker_pids = [slots[slot] for slot in range(self.workers)]
+                if self.workers > 1 and (match := STANDBY_READY.search(line)):
+                    standbys.add(int(match.group(1)))
         finally:
             timer.cancel()
         # Confirm over HTTP: a bounded loop of short requests (no event exists for "serving").
@@ -265,6 +284,21 @@ class ServeProcess(Addresses):
             except httpx.HTTPError:
                 pass
         raise AssertionError(self.failure("workers started but GET /rooms/create never answered"))
+
+    def wait_for_line(self, pattern: str, timeout: float = 10) -> re.Match[str]:
+        """The next line written (after those an earlier wait took) that matches `pattern`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                raise AssertionError(
+                    self.failure(f"no line matching {pattern!r} within {timeout} s")
+                ) from None
+            if line is None:
+                raise AssertionError(self.failure("serve exited"))
+            if match := re.search(pattern, line):
+                return match
 
     @property
     def pid(self) -> int:

@@ -2,21 +2,25 @@
 
     python manage.py serve --workers 2 --port 8000
 
-Several workers share one listening socket (the kernel spreads connections), so no reverse
-proxy is needed to use every core; put one in front for TLS. Workers share rooms through the
-database and Redis, so more than one worker needs REDIS_URL (and PostgreSQL is recommended:
-SQLite serialises every write across processes).
+With several workers a small parent owns the port and sends every connection to a room to that
+room's worker (rooms/workers.py), so no reverse proxy is needed to use every core; put one in
+front for TLS. Workers share rooms through the database and Redis (a misrouted connection still
+works), so more than one worker needs REDIS_URL (and PostgreSQL is recommended: SQLite
+serialises every write across processes).
 """
 
+import argparse
 import asyncio
 import logging
 import os
+import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from rooms.logs import RedactSecretsFilter
+from rooms.workers import ROUTE_ROOM, ROUTES, Router, run_worker
 
 
 class HandshakeFreeProtocol(WebSocketsSansIOProtocol):
@@ -59,12 +63,41 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers", type=int, default=1, help="worker processes (one per core is a good start)"
         )
+        parser.add_argument(
+            "--route",
+            choices=ROUTES,
+            default=ROUTE_ROOM,
+            help="with several workers: send a room's connections to one worker (room, the "
+            "default) or each connection to any worker (random: for measuring what it saves)",
+        )
+        parser.add_argument(
+            "--standby",
+            type=int,
+            default=1,
+            help="with several workers: started, idle workers that take a dead worker's rooms "
+            "at once (default 1; 0 saves its memory, and a dead worker's rooms then wait for "
+            "its restart)",
+        )
+        # Internal: how the parent starts a worker (the socket it passes connections over).
+        parser.add_argument("--worker-channel", type=int, default=None, help=argparse.SUPPRESS)
 
-    def handle(self, *args, host: str, port: int, workers: int, **options) -> None:
+    def handle(
+        self,
+        *args,
+        host: str,
+        port: int,
+        workers: int,
+        route: str,
+        standby: int,
+        worker_channel: int | None,
+        **options,
+    ) -> None:
         import uvicorn
 
         if workers < 1:
             raise CommandError("--workers must be at least 1")
+        if standby < 0:
+            raise CommandError("--standby must be 0 or more")
         if workers > 1 and not settings.REDIS_URL:
             raise CommandError(
                 "several workers share rooms through Redis: set REDIS_URL "
@@ -72,21 +105,35 @@ class Command(BaseCommand):
             )
         logging.getLogger("uvicorn.access").addFilter(RedactSecretsFilter())
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "collabsite.settings")
-        uvicorn.run(
-            "collabsite.asgi:application",
-            host=host,
-            port=port,
-            workers=workers,
-            ws=f"{__name__}:HandshakeFreeProtocol",  # by name: workers import it themselves
-            ws_max_size=WEBSOCKET_MAX_BYTES,
-            # No permessage-deflate (browsers always offer it): with it each socket keeps its
-            # own compressor (about 43 KiB per connection) and every broadcast is compressed
-            # once per socket, where now it is encoded once for the whole room. daphne
-            # (runserver) does not compress either.
-            ws_per_message_deflate=False,
-            lifespan="off",
-            log_config=uvicorn_log_config(),
-        )
+        if worker_channel is not None:
+            run_worker(uvicorn.Config(**uvicorn_options()), worker_channel)
+        elif workers == 1:
+            uvicorn.run(host=host, port=port, **uvicorn_options())
+        else:
+            Router(
+                host=host,
+                port=port,
+                workers=workers,
+                route=route,
+                standby=standby,
+                worker_command=[sys.executable, os.path.abspath(sys.argv[0]), "serve"],
+            ).run()
+
+
+def uvicorn_options() -> dict:
+    """What every worker runs: the app, the WebSocket protocol and its limits, the logging."""
+    return {
+        "app": "collabsite.asgi:application",
+        "ws": f"{__name__}:HandshakeFreeProtocol",
+        "ws_max_size": WEBSOCKET_MAX_BYTES,
+        # No permessage-deflate (browsers always offer it): with it each socket keeps its own
+        # compressor (about 43 KiB per connection) and every broadcast is compressed once per
+        # socket, where now it is encoded once for the whole room. daphne (runserver) does not
+        # compress either.
+        "ws_per_message_deflate": False,
+        "lifespan": "off",
+        "log_config": uvicorn_log_config(),
+    }
 
 
 def uvicorn_log_config() -> dict:
