@@ -28,10 +28,23 @@ def should_warm_up(argv: Sequence[str], environ: Mapping[str, str], under_pytest
         if len(argv) < 2 or argv[1] not in ("runserver", "serve"):
             return False
         if argv[1] == "serve":
-            return True  # uvicorn workers inherit the launcher's argv
+            # With several workers the launcher only routes connections (rooms/workers.py);
+            # its workers, started with --worker-channel, serve.
+            return "--worker-channel" in argv or _serve_workers(argv) == 1
         # With the autoreloader, the parent only watches files; the child (RUN_MAIN) serves.
         return "--noreload" in argv or environ.get("RUN_MAIN") == "true"
     return True
+
+
+def _serve_workers(argv: Sequence[str]) -> int:
+    """The --workers N of a `serve` command line (1 when absent or unreadable)."""
+    for index, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith("--workers=") else None
+        if arg == "--workers" and index + 1 < len(argv):
+            value = argv[index + 1]
+        if value is not None:
+            return int(value) if value.isdigit() else 1
+    return 1
 
 
 class AutocompleteConfig(AppConfig):

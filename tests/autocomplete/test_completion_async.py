@@ -238,7 +238,12 @@ async def test_the_same_position_in_other_code_is_not_served_from_the_cache(gate
         (["manage.py", "runserver", "--noreload"], {}, True),
         (["/venv/bin/daphne", "collabsite.asgi:application"], {}, True),
         (["/venv/bin/uvicorn", "collabsite.asgi:application"], {}, True),
-        (["manage.py", "serve", "--workers", "2"], {}, True),
+        (["manage.py", "serve"], {}, True),
+        (["manage.py", "serve", "--workers", "1"], {}, True),
+        # With several workers the launcher only routes connections; its workers serve.
+        (["manage.py", "serve", "--workers", "2"], {}, False),
+        (["manage.py", "serve", "--workers=4"], {}, False),
+        (["manage.py", "serve", "--worker-channel", "5"], {}, True),
     ],
 )
 def test_jedi_warms_up_at_start_for_servers_only(argv, environ, expected):

@@ -94,6 +94,29 @@ async def test_every_connection_to_a_room_reaches_the_rooms_home_worker(serve):
             await socket.close()
 
 
+async def test_a_request_line_that_arrives_in_pieces_is_routed_by_its_room(serve):
+    homes = await rooms_homed_on_each_worker(serve, 1)
+    for slot, (room_id,) in homes.items():
+        reader, writer = await asyncio.open_connection("127.0.0.1", serve.port)
+        try:
+            request = (
+                f"GET /ws/{room_id}?name=slow HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+            for piece in (request[:6], request[6:20], request[20:]):
+                writer.write(piece)
+                await writer.drain()
+                # A slow client, not synchronisation: the pieces must arrive apart.
+                await asyncio.sleep(0.05)
+            async with asyncio.timeout(WAIT_S):
+                head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert head.startswith("http/1.1 101"), head
+            assert f"x-collab-process: {serve.worker_pids[slot]}\r\n" in head, (slot, head)
+        finally:
+            writer.close()
+
+
 async def test_pages_rest_and_static_files_are_served_on_the_same_port_by_every_worker(serve):
     answered_by = set()
     # A new connection per request: a kept-alive connection stays with the worker it reached.
