@@ -289,6 +289,10 @@ def scale_tables(results: dict[str, Any]) -> str:
         f"{settings.get('scale_rate'):g} edits/s offered in all, {settings.get('scale_s'):g} s "
         "window (`*`: did not hold).",
         report.md_table(*report.scale_rows(results)),
+        "The same load in text mode (each edit carries the whole text; `*`: did not hold):",
+        report.md_table(*report.scale_text_rows(results)),
+        "Issue 15's targets, against this run (ratios within the one run):",
+        report.md_table(*report.scale_target_rows(results)),
         f"Step-up: the highest fixed rate held (p99 fan-out <= {settings.get('cap_p99_ms'):g} ms, "
         f"nothing missing), {settings.get('scale_step_s'):g} s windows.",
         report.md_table(*report.scale_held_rows(results)),

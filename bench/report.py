@@ -487,6 +487,9 @@ def scale_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         "PG / Redis CPU (cores)",
         "other load (cores)",
         "rooms split over processes",
+        "server + PG + Redis CPU per edit (ms)",
+        "rollbacks",
+        "missing",
     ]
     rows = []
     for name, config in _scale_configs(results):
@@ -509,7 +512,135 @@ def scale_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                 _pair(m.get("fixed_postgres_cores"), m.get("fixed_redis_cores")) if shared else "-",
                 _fmt(m.get("fixed_other_cores")),
                 "-" if split is None else f"{split:.0%}",
+                _ms(m.get("fixed_system_cpu_per_edit_us")),
+                _fmt(m.get("fixed_rollbacks")) if shared else "-",
+                _fmt(m.get("fixed_missing")),
             ]
+        )
+    return header, rows
+
+
+def _ms(us: Any) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def scale_text_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """The fixed offered load in text mode, one row per configuration."""
+    header = [
+        "config",
+        "processes",
+        "delivered edits/s",
+        "fan-out p50 / p99 (ms)",
+        "rooms split over processes",
+        "server + PG + Redis CPU per edit (ms)",
+        "rollbacks",
+        "missing",
+    ]
+    rows = []
+    for name, config in _scale_configs(results):
+        m = config.get("summary") or {}
+        if m.get("text_delivered_edits_s") is None:
+            continue
+        split = m.get("text_rooms_split_share")
+        rows.append(
+            [
+                name,
+                _fmt(m.get("processes")),
+                _fmt(m.get("text_delivered_edits_s")) + ("" if m.get("text_held") else " *"),
+                _pair(m.get("text_p50_ms"), m.get("text_p99_ms")),
+                "-" if split is None else f"{split:.0%}",
+                _ms(m.get("text_system_cpu_per_edit_us")),
+                _fmt(m.get("text_rollbacks")) if m.get("backend") == "redis+postgres" else "-",
+                _fmt(m.get("text_missing")),
+            ]
+        )
+    return header, rows
+
+
+def scale_target_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Issue 15's targets, each against this run's figures (ratios within the one run)."""
+    configs = dict(_scale_configs(results))
+    summary = {name: c.get("summary") or {} for name, c in configs.items()}
+    header = ["target", "measured", "holds"]
+    rows: list[list[str]] = []
+
+    def per_edit(name: str, key: str = "fixed_system_cpu_per_edit_us") -> float | None:
+        return summary.get(name, {}).get(key)
+
+    def row(target: str, measured: str, holds: bool | None) -> None:
+        rows.append([target, measured, "?" if holds is None else ("yes" if holds else "NO")])
+
+    base = per_edit("memory-1")
+    routed = sorted(
+        (m["processes"], name)
+        for name, m in summary.items()
+        if name.startswith("redis-pg-") and (m.get("route") in (None, "room"))
+    )
+    randoms = sorted(
+        (m["processes"], name) for name, m in summary.items() if m.get("route") == "random"
+    )
+    for mode, key in (
+        ("ops", "fixed_system_cpu_per_edit_us"),
+        ("text", "text_system_cpu_per_edit_us"),
+    ):
+        base = per_edit("memory-1", key)
+        one = per_edit("redis-pg-1", key)
+        if base and one:
+            ratio = one / base
+            row(
+                f"{mode}: routed, 1 process, CPU per edit <= 1.5x the embedded default",
+                f"{one / 1000:.2f} / {base / 1000:.2f} ms = {ratio:.2f}x",
+                ratio <= 1.5,
+            )
+        if routed and one:
+            top_n, top = routed[-1]
+            most = per_edit(top, key)
+            if most and top_n > 1:
+                growth = most / one - 1
+                row(
+                    f"{mode}: routed, CPU per edit grows <= 10% from 1 to {top_n} processes",
+                    f"{most / 1000:.2f} / {one / 1000:.2f} ms = {growth:+.0%}",
+                    growth <= 0.10,
+                )
+        for n, name in randoms:
+            value = per_edit(name, key)
+            if base and value:
+                row(
+                    f"{mode}: at random, {n} processes, CPU per edit <= 2x the embedded default",
+                    f"{value / 1000:.2f} / {base / 1000:.2f} ms = {value / base:.2f}x",
+                    value / base <= 2.0,
+                )
+    for n, name in routed:
+        m = summary[name]
+        splits = [m.get("rooms_split_share"), m.get("text_rooms_split_share")]
+        if n > 1 and None not in splits:
+            row(
+                f"routed, {n} processes: 0% of rooms split (ops, text)",
+                " / ".join(f"{x:.0%}" for x in splits),
+                all(x == 0 for x in splits),
+            )
+        backs = [m.get("fixed_rollbacks"), m.get("text_rollbacks")]
+        if None not in backs:
+            row(
+                f"routed, {n} process{'es' if n > 1 else ''}: 0 sequencing rollbacks (ops, text)",
+                " / ".join(str(x) for x in backs),
+                all(x == 0 for x in backs),
+            )
+    for name, m in summary.items():
+        missing = [m.get("fixed_missing"), m.get("text_missing")]
+        if None not in missing:
+            row(
+                f"{name}: 0 changes missing for any member (ops, text)",
+                " / ".join(str(x) for x in missing),
+                all(x == 0 for x in missing),
+            )
+    one_held = summary.get("redis-pg-1", {}).get("held_edits_s")
+    two_held = summary.get("redis-pg-2", {}).get("held_edits_s")
+    if one_held is not None and two_held is not None:
+        row(
+            "edits/s held: 2 routed processes >= 1 process",
+            f"{two_held:g} vs {one_held:g}",
+            two_held >= one_held,
         )
     return header, rows
 
@@ -531,7 +662,8 @@ def scale_held_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     for name, config in _scale_configs(results):
         m = config.get("summary") or {}
         if not config.get("steps"):
-            rows.append([name, _fmt(config.get("processes"))] + ["error"] * (len(header) - 2))
+            if config.get("route") in (None, "room"):  # random ones run the fixed loads only
+                rows.append([name, _fmt(config.get("processes"))] + ["error"] * (len(header) - 2))
             continue
         shared = m.get("backend") == "redis+postgres"
         rows.append(

@@ -493,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         header, rows = report.scale_retry_rows(results)
         log("\n=== Scale-out: one room hammered (sequencing retries) ===")
         log(report.text_table(header, rows, left=2))
+        header, rows = report.scale_text_rows(results)
+        log("\n=== Scale-out: fixed load, text mode ===")
+        log(report.text_table(header, rows, left=1))
+        header, rows = report.scale_target_rows(results)
+        log("\n=== Scale-out: targets (issue 15) ===")
+        log(report.text_table(header, rows, left=1))
     header, rows = report.health_rows(results)
     log("\n=== Measurement health ===")
     log(report.text_table(header, rows, left=4))
@@ -503,6 +509,14 @@ def main(argv: list[str] | None = None) -> int:
             from bench import plot
 
             png = plot.plot(results, PROJECT_ROOT / "docs" / "benchmarks-latency.png")
+            log(f"plot: {png.relative_to(PROJECT_ROOT)}")
+        except Exception:
+            log("plot failed:\n" + traceback.format_exc())
+    if not args.no_plot and (results.get("scale") or {}).get("configs"):
+        try:
+            from bench import plot
+
+            png = plot.plot_scale(results, PROJECT_ROOT / "docs" / "benchmarks-scale.png")
             log(f"plot: {png.relative_to(PROJECT_ROOT)}")
         except Exception:
             log("plot failed:\n" + traceback.format_exc())

@@ -94,6 +94,9 @@ class Settings:
     scale_hammer_rate: float = 100.0  # edits/s in total
     scale_hammer_s: float = 5.0
     scale_drain_s: float = 15.0
+    # issue 15: each N > 1 routed by room (serve's default) and, to measure what that saves,
+    # at random; the random configurations run the fixed loads only.
+    scale_routes: tuple[str, ...] = ("room", "random")
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -946,9 +949,10 @@ def _scale_load(
     total_rate: float,
     window_s,
     poisson: bool = False,
+    mode: str = "ops",
 ) -> dict[str, Any]:
-    """Ops mode, every user of every room a writer, `total_rate` edits/s offered in all; with
-    the clients' server processes and (scaled out) the CPU of PostgreSQL and Redis."""
+    """Every user of every room a writer (ops or text mode), `total_rate` edits/s offered in
+    all; with the clients' server processes and (scaled out) the CPU of PostgreSQL and Redis."""
     from bench.targets import PidSet, redis_server_pids
 
     log_mark = len(target.log)
@@ -966,7 +970,7 @@ def _scale_load(
         users_per_room=users,
         writers_per_room=users,
         rate=total_rate / (len(rooms) * users),
-        mode="ops",
+        mode=mode,
         warm_s=s.scale_warm_s,
         duration_s=window_s,
         drain_s=s.scale_drain_s,
@@ -976,6 +980,14 @@ def _scale_load(
     )
     # Each edit reaches the room's other users: deliveries per second, as the users saw them.
     out["delivered_edits_s"] = round(out["deliveries_in_window"] / out["window_s"], 1)
+    # Whole-system CPU per edit (issue 15): every server process (the routing parent and the
+    # standby included) plus the PostgreSQL backends and Redis (none in the embedded default).
+    done = out["edits_done_in_window"]
+    system_cores = out["server_cores"] + sum(out.get(f"{name}_cores", 0.0) for name in services)
+    out["system_cores"] = round(system_cores, 3)
+    out["system_cpu_per_edit_us"] = (
+        round(system_cores * out["window_s"] / done * 1e6, 1) if done else None
+    )
     failures = _log_failures(target.log[log_mark:])
     if failures:
         out["server_log_errors"] = failures
@@ -1051,9 +1063,12 @@ def _log_failures(lines: list[str]) -> dict[str, Any]:
     return {"message_failed": failed, "exceptions": dict(exceptions.most_common(3))}
 
 
-def _scale_config(target, pool: WorkerPool, s: Settings, log=print) -> dict[str, Any]:
-    """One configuration: the fixed load, the one-room hammer, then the step-up. Each phase
-    on freshly started (and quiet) server processes; the database stays."""
+def _scale_config(
+    target, pool: WorkerPool, s: Settings, log=print, fixed_only: bool = False
+) -> dict[str, Any]:
+    """One configuration: the fixed load (ops mode, then text mode), the one-room hammer, then
+    the step-up (`fixed_only`: the fixed loads alone). Each phase on freshly started (and
+    quiet) server processes; the database stays."""
     import os
 
     db = target.database
@@ -1061,6 +1076,7 @@ def _scale_config(target, pool: WorkerPool, s: Settings, log=print) -> dict[str,
         "label": target.label,
         "command": target.command,
         "processes": target.workers,
+        "route": target.route if target.workers > 1 else None,
         "backend": "redis+postgres" if db is not None else "memory+sqlite",
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -1142,8 +1158,28 @@ def _scale_config(target, pool: WorkerPool, s: Settings, log=print) -> dict[str,
         f"{fixed.get('postgres_cores')}  redis {fixed.get('redis_cores')}  other "
         f"{fixed['other_cores']}  split rooms {fixed['rooms_split']}/{s.scale_rooms}  conns "
         f"{fixed['conns_per_process']}  rollbacks {fixed['pg_rollbacks']}  PG transactions "
-        f"per edit {fixed.get('pg_xacts_per_edit')}"
+        f"per edit {fixed.get('pg_xacts_per_edit')}  system CPU per edit "
+        f"{fixed['system_cpu_per_edit_us']} us"
     )
+
+    # 1b. The same load in text mode (each edit sends, and each delivery carries, the text).
+    fresh()
+    rooms = create_rooms(target, s.scale_rooms)
+    fixed_text = _scale_load(target, pool, s, rooms, 2, s.scale_rate, s.scale_s, mode="text")
+    target.stop()
+    r1 = conflicts(fixed_text, r1, rooms)
+    fixed_text["held"] = not (reasons := _held_reasons(fixed_text, s.cap_p99_ms))
+    fixed_text["fail_reasons"] = reasons
+    res["fixed_text"] = fixed_text
+    log(
+        f"    fixed, text mode: delivered {fixed_text['delivered_edits_s']}/s  p50 "
+        f"{fixed_text['fanout_p50_ms']} p99 {fixed_text['fanout_p99_ms']} ms  missing "
+        f"{fixed_text['missing']}  split rooms {fixed_text['rooms_split']}/{s.scale_rooms}  "
+        f"rollbacks {fixed_text['pg_rollbacks']}  system CPU per edit "
+        f"{fixed_text['system_cpu_per_edit_us']} us"
+    )
+    if fixed_only:
+        return res
 
     # 2. The retry cost: one room hammered by users spread over the processes.
     fresh()
@@ -1239,11 +1275,24 @@ def _scale_config(target, pool: WorkerPool, s: Settings, log=print) -> dict[str,
 def scale_summary(config: dict[str, Any]) -> dict[str, Any]:
     """The figures of one configuration that the table shows."""
     fixed = config.get("fixed") or {}
+    text = config.get("fixed_text") or {}
     hammer = config.get("hammer") or {}
     held = config.get("held") or {}
     return {
         "processes": config.get("processes"),
+        "route": config.get("route"),
         "backend": config.get("backend"),
+        "fixed_system_cores": fixed.get("system_cores"),
+        "fixed_system_cpu_per_edit_us": fixed.get("system_cpu_per_edit_us"),
+        "fixed_rollbacks": fixed.get("pg_rollbacks"),
+        "text_delivered_edits_s": text.get("delivered_edits_s"),
+        "text_p50_ms": text.get("fanout_p50_ms"),
+        "text_p99_ms": text.get("fanout_p99_ms"),
+        "text_missing": text.get("missing"),
+        "text_held": text.get("held"),
+        "text_system_cpu_per_edit_us": text.get("system_cpu_per_edit_us"),
+        "text_rooms_split_share": text.get("rooms_split_share"),
+        "text_rollbacks": text.get("pg_rollbacks"),
         "fixed_offered_edits_s": fixed.get("offered_edits_s"),
         "fixed_delivered_edits_s": fixed.get("delivered_edits_s"),
         "fixed_p50_ms": fixed.get("fanout_p50_ms"),
@@ -1313,15 +1362,21 @@ def scenario_scale(pool: WorkerPool, s: Settings, code_root, data_dir, log=print
         "services_problem": problem,
         "configs": {},
     }
-    configs: list[tuple[str, int, bool]] = [("memory-1", 1, False)]
+    # (name, processes, shared services, route)
+    configs: list[tuple[str, int, bool, str]] = [("memory-1", 1, False, "room")]
     if problem:
         log(f"  scale: {problem}: only the in-memory baseline runs")
     else:
-        configs += [(f"redis-pg-{n}", n, True) for n in s.scale_workers]
+        for n in s.scale_workers:
+            for route in s.scale_routes if n > 1 else ("room",):
+                suffix = "" if route == "room" else f"-{route}"
+                configs.append((f"redis-pg-{n}{suffix}", n, True, route))
     token = secrets.token_hex(4)
-    for name, workers, shared in configs:
+    for name, workers, shared, route in configs:
         database = (
-            PgDatabase(postgres_server_url(), f"bench_scale_{token}_{workers}") if shared else None
+            PgDatabase(postgres_server_url(), f"bench_scale_{token}_{name.replace('-', '_')}")
+            if shared
+            else None
         )
         target = ServeTarget(
             name,
@@ -1330,11 +1385,12 @@ def scenario_scale(pool: WorkerPool, s: Settings, code_root, data_dir, log=print
             code_root,
             database=database,
             redis=redis_url() if shared else None,
+            route=route,
         )
         started = time.monotonic()
         log(f"\n=== scale: {target.label} ===")
         try:
-            config = _scale_config(target, pool, s, log)
+            config = _scale_config(target, pool, s, log, fixed_only=route != "room")
         except Exception:
             config = {"error": traceback.format_exc(), "processes": workers}
             log(config["error"])

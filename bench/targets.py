@@ -429,6 +429,9 @@ REDIS_DEFAULT_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_DEFAULT_URL = "postgres://postgres@127.0.0.1:5432"
 SERVICE_TIMEOUT_S = 3
 WORKER_LINE = re.compile(r"Started server process \[(\d+)\]")
+# With several workers, the routing parent's line for each slot's worker (rooms/workers.py).
+ROUTED_WORKER_LINE = re.compile(r"serve: worker (\d+) \[(\d+)\] ready")
+STANDBY_LINE = re.compile(r"serve: standby \[(\d+)\] ready")
 
 
 def redis_url() -> str:
@@ -569,10 +572,11 @@ def redis_server_pids() -> list[int]:
 
 
 class ServeTarget(_Subprocess):
-    """`manage.py serve --workers N` (uvicorn; the supervisor plus N worker processes on one
-    port). With `postgres` the workers share rooms through Redis and a fresh PostgreSQL
-    database created for this target; without it, the single-process default: SQLite and the
-    in-process channel layer, no Redis."""
+    """`manage.py serve --workers N` (uvicorn; with N > 1 the routing parent, N workers and a
+    standby, on one port). With `postgres` the workers share rooms through Redis and a fresh
+    PostgreSQL database created for this target; without it, the single-process default:
+    SQLite and the in-process channel layer, no Redis. `route`: `serve --route` (room: a room's
+    connections to one worker; random: each connection to any worker)."""
 
     ready_line = "Uvicorn running on"
 
@@ -586,10 +590,14 @@ class ServeTarget(_Subprocess):
         database: PgDatabase | None = None,
         redis: str | None = None,
         env: dict[str, str] | None = None,
+        route: str = "room",
     ) -> None:
         super().__init__()
         self.name = name
         self.workers = workers
+        self.route = route
+        if workers > 1:
+            self.ready_line = "serve: routing by"
         self.data_dir = Path(data_dir)
         self.code_root = Path(code_root)
         self.database = database
@@ -599,8 +607,9 @@ class ServeTarget(_Subprocess):
         self.port = 0
         self.migrated = False
         backend = "Redis + PostgreSQL" if database else "in-memory layer + SQLite"
-        self.label = f"manage.py serve --workers {workers} ({backend})"
-        self.command = f"manage.py serve --workers {workers}" + (
+        routing = f" --route {route}" if workers > 1 else ""
+        self.label = f"manage.py serve --workers {workers}{routing} ({backend})"
+        self.command = f"manage.py serve --workers {workers}{routing}" + (
             " (REDIS_URL, DATABASE_URL=postgres://...)"
             if database
             else " (defaults: no Redis, SQLite)"
@@ -646,13 +655,26 @@ class ServeTarget(_Subprocess):
         self.ws_base = f"ws://127.0.0.1:{self.port}"
         self.log = []
         args = ["manage.py", "serve", "--workers", str(self.workers), "--host", "127.0.0.1"]
+        if self.workers > 1:
+            args += ["--route", self.route]
         self._spawn([sys.executable, *args, "--port", str(self.port)], env)
-        # The supervisor announces the port before its workers are up: wait for each worker's
-        # own start line (its pid), bounded.
+        # The parent announces the port before its workers are up: wait for each worker's
+        # start line (its pid), and with several workers for the standby too, bounded.
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            pids = [int(m.group(1)) for line in list(self.log) if (m := WORKER_LINE.search(line))]
-            if len(pids) >= self.workers:
+            lines = list(self.log)
+            if self.workers == 1:
+                pids = [int(m.group(1)) for line in lines if (m := WORKER_LINE.search(line))]
+                ready = len(pids) >= 1
+            else:
+                slots = {
+                    int(m.group(1)): int(m.group(2))
+                    for line in lines
+                    if (m := ROUTED_WORKER_LINE.search(line))
+                }
+                pids = [slots[slot] for slot in sorted(slots)]
+                ready = len(slots) >= self.workers and any(STANDBY_LINE.search(x) for x in lines)
+            if ready:
                 self.worker_pids = pids[-self.workers :]
                 break
             if self.process is None or self.process.poll() is not None:
