@@ -591,11 +591,13 @@ class ServeTarget(_Subprocess):
         redis: str | None = None,
         env: dict[str, str] | None = None,
         route: str = "room",
+        standby: int = 1,
     ) -> None:
         super().__init__()
         self.name = name
         self.workers = workers
         self.route = route
+        self.standby = standby
         if workers > 1:
             self.ready_line = "serve: routing by"
         self.data_dir = Path(data_dir)
@@ -656,7 +658,7 @@ class ServeTarget(_Subprocess):
         self.log = []
         args = ["manage.py", "serve", "--workers", str(self.workers), "--host", "127.0.0.1"]
         if self.workers > 1:
-            args += ["--route", self.route]
+            args += ["--route", self.route, "--standby", str(self.standby)]
         self._spawn([sys.executable, *args, "--port", str(self.port)], env)
         # The parent announces the port before its workers are up: wait for each worker's
         # start line (its pid), and with several workers for the standby too, bounded.
@@ -673,7 +675,9 @@ class ServeTarget(_Subprocess):
                     if (m := ROUTED_WORKER_LINE.search(line))
                 }
                 pids = [slots[slot] for slot in sorted(slots)]
-                ready = len(slots) >= self.workers and any(STANDBY_LINE.search(x) for x in lines)
+                ready = len(slots) >= self.workers and (
+                    not self.standby or any(STANDBY_LINE.search(x) for x in lines)
+                )
             if ready:
                 self.worker_pids = pids[-self.workers :]
                 break

@@ -1,6 +1,7 @@
 """Room affinity under `manage.py serve --workers N` (issue 15): every connection to a room
 reaches the room's home worker, HTTP keeps working on the one port, and a worker killed with
-SIGKILL hands its rooms to the standby without losing anything acknowledged.
+SIGKILL hands its rooms to the standby (or, with `--standby 0`, to its restart) without losing
+anything acknowledged.
 
 Real processes: `manage.py serve --workers 2` on Redis and a fresh PostgreSQL database; real
 WebSocket clients. Which process served a connection is read from the `X-Collab-Process` header
@@ -47,10 +48,12 @@ WAIT_S = 30  # bound on any single wait
 
 
 @pytest.fixture
-def serve(redis_service, postgres_database):  # noqa: F811
+def serve(request, redis_service, postgres_database):  # noqa: F811
+    """`serve --workers 2` (with `standby` standby workers: 1 unless the test says otherwise)."""
+    standby = getattr(request, "param", 1)
     env = service_env(redis_service, postgres_database, **SCALE_ENV)
     postgres_database.ensure_migrated({**os.environ, **env})
-    process = ServeProcess(env, workers=WORKERS).start()
+    process = ServeProcess(env, workers=WORKERS, standby=standby).start()
     try:
         process.wait_ready()
         yield process
@@ -135,7 +138,10 @@ async def test_pages_rest_and_static_files_are_served_on_the_same_port_by_every_
     assert answered_by == set(serve.worker_pids)
 
 
-async def test_a_killed_workers_rooms_move_to_the_standby_and_nothing_acknowledged_is_lost(
+# With the standby, it takes the dead worker's slot; without (--standby 0), the parent restarts
+# the worker and its rooms' connections wait for it.
+@pytest.mark.parametrize("serve", [1, 0], indirect=True, ids=["standby", "restart"])
+async def test_a_killed_workers_rooms_are_served_again_and_nothing_acknowledged_is_lost(
     serve,
     postgres_database,  # noqa: F811
 ):
@@ -186,12 +192,12 @@ async def test_a_killed_workers_rooms_move_to_the_standby_and_nothing_acknowledg
             client.expect_server_loss(serve.ws_base)
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        standby = int(
+        successor = int(
             (
                 await asyncio.to_thread(serve.wait_for_line, r"serve: worker 0 \[(\d+)\] ready", 30)
             ).group(1)
         )
-        assert standby not in (victim, serve.worker_pids[1])
+        assert successor not in (victim, serve.worker_pids[1])
         served_again_at = await wait_while_loaded(
             lambda: all(len(c.acked_ops) > acked_at_kill[c.client_id] for c in moved),
             "an ack for every client of the killed worker's rooms",
@@ -208,11 +214,11 @@ async def test_a_killed_workers_rooms_move_to_the_standby_and_nothing_acknowledg
             for task in load:
                 await task
 
-        # Every room is in one process again: the killed worker's on the standby, the others
+        # Every room is in one process again: the killed worker's on its successor, the others
         # where they were.
         for room_id, pair in clients.items():
             slot = home_of(room_id, range(WORKERS))
-            expected = standby if slot == 0 else serve.worker_pids[1]
+            expected = successor if slot == 0 else serve.worker_pids[1]
             assert {served_by(c.socket) for c in pair} == {expected}, room_id
         for room_id, pair in clients.items():
             code, _, _ = await assert_everyone_agrees(
@@ -222,8 +228,8 @@ async def test_a_killed_workers_rooms_move_to_the_standby_and_nothing_acknowledg
             assert sorted(parse_tokens(code)) == sorted(typed), room_id
             acked = set().union(*(tokens_in(op) for c in pair for op in c.acked_ops))
             assert acked <= set(parse_tokens(code)), room_id
-        # The parent replaced the standby it used.
-        await asyncio.to_thread(serve.wait_for_line, r"serve: standby \[\d+\] ready", 60)
+        if serve.standby:  # the parent replaced the standby it used
+            await asyncio.to_thread(serve.wait_for_line, r"serve: standby \[\d+\] ready", 60)
     finally:
         stop.set()
         for task in load:
