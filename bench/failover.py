@@ -53,7 +53,8 @@ class Writer:
     killed_room: bool
     acked: list[str] = field(default_factory=list)
     disconnects: int = 0
-    served_again_s: float | None = None
+    reconnected_s: float | None = None  # from the kill to its first `init` after it
+    served_again_s: float | None = None  # from the kill to its first ack after it
 
 
 async def run_writer(writer: Writer, base: str, rate: float, stop: asyncio.Event, kill: dict):
@@ -66,6 +67,8 @@ async def run_writer(writer: Writer, base: str, rate: float, stop: asyncio.Event
             ) as socket:
                 init = json.loads(await asyncio.wait_for(socket.recv(), ACK_TIMEOUT_S))
                 text, version = init["code"], init["version"]
+                if kill.get("at") is not None and writer.reconnected_s is None:
+                    writer.reconnected_s = time.monotonic() - kill["at"]
                 while not stop.is_set():
                     token = f"[{writer.name}.{number}]"
                     number += 1
@@ -150,12 +153,14 @@ async def one_round(target: ServeTarget, args: argparse.Namespace) -> dict:
         text = await asyncio.to_thread(room_text, target.database, room)
         lost += sum(1 for w in writers if w.room == room for token in w.acked if token not in text)
     times = [w.served_again_s for w in killed if w.served_again_s is not None]
+    inits = [w.reconnected_s for w in killed if w.reconnected_s is not None]
     return {
         "standby": target.standby,
         "writers_of_killed_rooms": len(killed),
         "served_again": len(times),
         "served_again_p50_s": round(statistics.median(times), 3) if times else None,
         "served_again_max_s": round(max(times), 3) if times else None,
+        "reconnected_p50_s": round(statistics.median(inits), 3) if inits else None,
         "acked": sum(len(w.acked) for w in writers),
         "lost": lost,
         "disturbed_elsewhere": sum(1 for w in writers if not w.killed_room and w.disconnects),
