@@ -15,10 +15,12 @@ tests are skipped, except under CI=true, where they fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -42,6 +44,7 @@ from tests.e2e.test_scale_out import (
     assert_everyone_agrees,
     close_all,
     parse_tokens,
+    tokens_in,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
@@ -177,31 +180,47 @@ class Proxy:
         self.process = None
 
 
-@pytest.fixture(scope="module")
-def backends(redis_service, postgres_database) -> Iterator[list[ServeProcess]]:  # noqa: F811
+def start_backends(redis: str, database) -> list[ServeProcess]:
     """Two server processes (`manage.py serve --workers 1` each) sharing Redis and PostgreSQL."""
-    env = service_env(redis_service, postgres_database, **SCALE_ENV)
-    postgres_database.ensure_migrated({**os.environ, **env})
+    env = service_env(redis, database, **SCALE_ENV)
+    database.ensure_migrated({**os.environ, **env})
     servers = [ServeProcess(env, workers=1).start() for _ in range(2)]
     try:
         for server in servers:
             server.wait_ready()
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+@pytest.fixture(scope="module")
+def backends(redis_service, postgres_database) -> Iterator[list[ServeProcess]]:  # noqa: F811
+    servers = start_backends(redis_service, postgres_database)
+    try:
         yield servers
     finally:
         for server in servers:
             server.stop()
 
 
-@pytest.fixture(params=PROXIES)
-def proxy(request, backends) -> Iterator[Proxy]:
-    with tempfile.TemporaryDirectory(prefix=f"collab-{request.param}-") as folder:
+@contextlib.contextmanager
+def running_proxy(name: str, servers: list[ServeProcess]) -> Iterator[Proxy]:
+    with tempfile.TemporaryDirectory(prefix=f"collab-{name}-") as folder:
         os.chmod(folder, 0o755)  # nginx's workers (user nobody when started as root) write here
-        proxy = Proxy(request.param, [server.port for server in backends], Path(folder))
+        proxy = Proxy(name, [server.port for server in servers], Path(folder))
         proxy.start()
         try:
             yield proxy
         finally:
             proxy.stop()
+
+
+@pytest.fixture(params=PROXIES)
+def proxy(request, backends) -> Iterator[Proxy]:
+    with running_proxy(request.param, backends) as proxy:
+        yield proxy
 
 
 def served_by(socket) -> int:
@@ -289,3 +308,77 @@ async def test_clients_editing_through_the_proxy_converge(
             assert version == sum(len(c.acked_seqs) for c in pair)
     finally:
         await close_all(everyone)
+
+
+@pytest.mark.parametrize("name", PROXIES)
+async def test_when_a_process_dies_its_rooms_move_to_the_other_and_nothing_acked_is_lost(
+    name,
+    redis_service,  # noqa: F811
+    postgres_database,  # noqa: F811
+):
+    servers = start_backends(redis_service, postgres_database)
+    clients: dict[str, list[RoamingClient]] = {}
+    everyone: list[RoamingClient] = []
+    stop = asyncio.Event()
+    load: list[asyncio.Task] = []
+    try:
+        with running_proxy(name, servers) as proxy:
+            async with httpx.AsyncClient(base_url=proxy.http_url, timeout=10) as http:
+                rooms = [await create_room(http) for _ in range(4)]
+            bases = [proxy.ws_base]
+            clients = {
+                room_id: [RoamingClient(bases, 0, room_id, f"{name}{r}die{n}") for n in range(2)]
+                for r, room_id in enumerate(rooms)
+            }
+            everyone = [client for pair in clients.values() for client in pair]
+            typists = [
+                RoamingTypist(client, random.Random(n), deletes=False, drop_rate=0.02)
+                for n, client in enumerate(everyone)
+            ]
+            for client in everyone:
+                await client.connect()
+            load = [asyncio.create_task(t.run(stop=stop)) for t in typists]
+
+            async def wait_for(condition, what: str) -> None:
+                try:
+                    async with asyncio.timeout(30):
+                        while not condition():
+                            await asyncio.wait(load, timeout=0.02)
+                            for task in load:
+                                if task.done():
+                                    task.result()
+                except TimeoutError:
+                    raise AssertionError(f"{name}: not within 30 s: {what}") from None
+
+            await wait_for(lambda: sum(len(c.acked_ops) for c in everyone) >= 40, "40 acks")
+            victim = served_by(clients[rooms[0]][0].socket)
+            survivor = next(s.pid for s in servers if s.pid != victim)
+            acked_at_kill = {c.client_id: len(c.acked_ops) for c in everyone}
+            for client in everyone:
+                client.expect_server_loss(proxy.ws_base)
+            os.kill(victim, signal.SIGKILL)
+            await wait_for(
+                lambda: all(len(c.acked_ops) > acked_at_kill[c.client_id] + 3 for c in everyone),
+                "every client acknowledged again after the kill",
+            )
+            stop.set()
+            async with asyncio.timeout(60):
+                for task in load:
+                    await task
+            for room_id, pair in clients.items():
+                assert {served_by(c.socket) for c in pair} == {survivor}, (name, room_id)
+                code, _, _ = await assert_everyone_agrees(
+                    [proxy.http_url], postgres_database, room_id, pair
+                )
+                typed = [tok for t in typists if t.client in pair for tok in t.typed]
+                assert sorted(parse_tokens(code)) == sorted(typed), (name, room_id)
+                acked = set().union(*(tokens_in(op) for c in pair for op in c.acked_ops))
+                assert acked <= set(parse_tokens(code)), (name, room_id)
+    finally:
+        stop.set()
+        for task in load:
+            task.cancel()
+        await asyncio.gather(*load, return_exceptions=True)
+        await close_all(everyone)
+        for server in servers:
+            server.stop()
