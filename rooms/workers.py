@@ -56,6 +56,8 @@ PEEK_RETRY_S = 0.005
 # a restart takes about 1-3 s, a worker that cannot start must not hold its rooms' clients.
 HOLD_S = 3.0
 RESTART_BACKOFF_MAX_S = 10.0
+# After the standby took a dead worker's slot, the next standby starts this much later.
+STANDBY_RESTART_DELAY_S = 2.0
 # How long workers get to close their connections on SIGTERM before they are killed.
 STOP_TIMEOUT_S = 30.0
 READY_MESSAGE = b"ready"
@@ -122,7 +124,8 @@ class Router:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.listener = socket.create_server((self.host, self.port), backlog=2048, reuse_port=False)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.listener = socket.create_server((self.host, self.port), family=family, backlog=2048)
         self.listener.setblocking(False)
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         wake_read, wake_write = socket.socketpair()
@@ -363,7 +366,9 @@ class Router:
                 how,
             )
             self._flush(slot)
-            self._start_worker(None)
+            # Not at once: a new worker's start (about a second of CPU importing Django) would
+            # compete with the standby serving the dead worker's reconnecting clients.
+            self._later(STANDBY_RESTART_DELAY_S, lambda: self._start_worker(None))
             return
         delay = self._backoff(worker, slot)
         logger.warning(
