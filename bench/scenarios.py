@@ -1399,5 +1399,6 @@ def scenario_scale(pool: WorkerPool, s: Settings, code_root, data_dir, log=print
         config["elapsed_s"] = round(time.monotonic() - started, 1)
         config["summary"] = scale_summary(config)
         out["configs"][name] = config
-        log(f"  {name}: {config.get('stop_reason', 'error')} ({config['elapsed_s']:.0f} s)")
+        outcome = config.get("stop_reason") or ("error" if "error" in config else "fixed loads")
+        log(f"  {name}: {outcome} ({config['elapsed_s']:.0f} s)")
     return out
