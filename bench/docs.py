@@ -64,7 +64,7 @@ Run everything with one command from the project root (venv active):
 ```
 python -m bench --quick        # short windows: floor, prototype, daphne; no profile, no scale
 python -m bench --write-docs   # full run: floor, asgi-floor, prototype, daphne, uvicorn,
-                               # py-spy profiles, then scale-out (`--scenarios scale` alone: ~6)
+                               # py-spy profiles, then scale-out (`--scenarios scale` alone: ~12)
 python -m bench --quick --scenarios text --targets floor,prototype,uvicorn,daphne
                                # issue 18 alone: text mode, connect, capacity, storms
 python -m bench --quick --targets floor,uvicorn --scenarios rooms_text,connect --ref <commit>

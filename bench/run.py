@@ -5,7 +5,7 @@
     python -m bench --quick    # short windows: floor, prototype, daphne; no profile, no scale
     python -m bench --quick --scenarios text --targets floor,prototype,uvicorn,daphne
                                # issue 18's text-mode, connect and storm scenarios alone
-    python -m bench --scenarios scale   # scale-out only (~6 min; needs Redis + PostgreSQL)
+    python -m bench --scenarios scale   # scale-out only (~12 min; needs Redis + PostgreSQL)
     python bench/run.py ...    # the same
 
 `--scenarios` takes scenario names (the keys of SCENARIOS, e.g. rooms_text, connect,
