@@ -264,6 +264,13 @@ COLLAB_IDLE_TIMEOUT_S = env.float("COLLAB_IDLE_TIMEOUT_S", default=600.0)
 
 # How long a user of a killed server process stays listed at most (seconds).
 COLLAB_PRESENCE_TTL_S = env.float("COLLAB_PRESENCE_TTL_S", default=15.0)
+# Up to this many users in a room, `join` and `leave` carry the whole users list; above it,
+# presence changes go out as `presence` deltas, so a join costs each member one user's bytes
+# instead of the whole list (docs/protocol.md section 8).
+COLLAB_PRESENCE_FULL_LIST_MAX = env.int("COLLAB_PRESENCE_FULL_LIST_MAX", default=50)
+# Connections one room accepts at once, over all processes (0: no limit); the next one is
+# closed with 4429. Beyond about this many, a room's fan-out cost outgrows one process.
+COLLAB_ROOM_MAX_CONNECTIONS = env.int("COLLAB_ROOM_MAX_CONNECTIONS", default=1000)
 # With several processes, how often each checks its rooms' versions in the database, so a
 # change whose notification the channel layer lost is still delivered (seconds).
 COLLAB_VERSION_POLL_S = env.float("COLLAB_VERSION_POLL_S", default=1.0)

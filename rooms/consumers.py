@@ -42,12 +42,14 @@ from rooms.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
+    CLOSE_ROOM_FULL,
     CLOSE_TOO_FAR_BEHIND,
     FORBIDDEN,
     MAX_MESSAGE_BYTES,
     MAX_NAME_LENGTH,
     MAX_SEQ,
     RATE_LIMITED,
+    ROOM_FULL,
     TOO_LARGE,
     UNKNOWN_TYPE,
     ProtocolError,
@@ -363,25 +365,38 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
             await self.refuse_client(params["client"])
             return
+        entered = None
         try:
-            users = await self.send_init(params["version"])
-        except BaseException:
-            if admission == "claimed":
+            entered = await self.send_init(params["version"])
+        finally:
+            if entered is None and admission == "claimed":
                 # Its secret never left: free the id for this client's next attempt.
                 await identity.client_release(room_id=room_id, client=params["client"])
-            raise
+        if not self.joined:
+            await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
+            await self.send_error(ProtocolError(ROOM_FULL, "the room has too many connections"))
+            await self.close(CLOSE_ROOM_FULL)
+            return
         self.live.members.add(self)
         await self.deliver_through(self.live.version)  # committed while init was on its way
-        await self.announce("room.join", users)
+        await self.announce("join", entered)
         if self.live.access_version != access_version:
             await self.access_apply()  # changed before the room could tell this connection
 
-    async def send_init(self, resume_from: int | None) -> list[dict[str, Any]]:
-        """Enter the room's presence and send init; returns the users list it carried."""
+    async def send_init(self, resume_from: int | None) -> presence.Entered | None:
+        """Enter the room's presence and send init; None when the room is full
+        (COLLAB_ROOM_MAX_CONNECTIONS), else the entry, with the users init carried."""
         room_id = self.live.room_id
-        users = await presence.presence.enter(
-            room_id, user_id=self.user_id, name=self.name, color=self.color
+        entered = await presence.presence.enter(
+            room_id,
+            user_id=self.user_id,
+            name=self.name,
+            color=self.color,
+            limit=settings.COLLAB_ROOM_MAX_CONNECTIONS,
         )
+        if entered is None:
+            return None
+        self.presence_seq = entered.seq
         presence.keeper.add(room_id, self.user_id)
         self.joined = True
         metrics.connection_opened()
@@ -397,7 +412,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             "code": self.text,
             "version": head,
             "client_secret": identity.client_secret(room_id, self.client_id),
-            "users": users,
+            "users": entered.users,
             "cursors": await self.cursors_at(head),
             # Editors make a view connection read-only before anything is refused.
             "access": self.access,
@@ -407,7 +422,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
             changes = await self.live.changes_between(resume_from, head)
             init["ops"] = [change.entry() for change in changes]
         await self.send_json(init)
-        return users
+        return entered
 
     async def refuse(self, credentials: dict[str, str], error: ProtocolError) -> None:
         """Close a connection whose query is invalid (4400), unless the client id it names is
@@ -450,9 +465,9 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
                 presence.keeper.discard(live.room_id, self.user_id)
                 await self.typing.stop()
                 await self.channel_layer.group_discard(group_name(live.room_id), self.channel_name)
-                removed, users = await presence.presence.leave(live.room_id, user_id=self.user_id)
-                if removed:
-                    await self.announce("room.leave", users)
+                left = await presence.presence.leave(live.room_id, user_id=self.user_id)
+                if left is not None:
+                    await self.announce("leave", left)
         finally:
             self.live = None
             live_rooms.release(live)
@@ -518,10 +533,11 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if self.account is not None:
             return  # a signed-in user is shown by their account's name, whatever they ask
         self.name = name
-        users = await presence.presence.rename(
+        renamed = await presence.presence.rename(
             self.live.room_id, user_id=self.user_id, name=self.name
         )
-        await self.announce("room.join", users)
+        if renamed is not None:
+            await self.announce("rename", renamed)
         self.authored = False  # the new name goes with this connection's next change
 
     async def on_sync_code(self, message: dict[str, Any]) -> None:
@@ -753,12 +769,22 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.tell_presence("leave", event)
 
     async def tell_presence(self, kind: str, event: dict[str, Any]) -> None:
-        if event["sender"] == self.channel_name or not self.joined:
+        if (
+            event["sender"] == self.channel_name
+            or not self.joined
+            or not presence.presence_news(event["seq"], seen_seq=self.presence_seq)
+        ):
             return
         # The list is read now, not taken from the event: across processes an announcement can
         # arrive after later arrivals (this user included) entered, and its list would miss them.
         users = await presence.presence.users(self.live.room_id)
         await self.send_json({"type": kind, "user": event["user"], "users": users})
+
+    async def room_presence(self, event: dict[str, Any]) -> None:
+        if self.joined:
+            delta = presence.presence_delta(event, seen_seq=self.presence_seq, user_id=self.user_id)
+            if delta is not None:
+                await self.send_json(delta)
 
     async def room_cursor(self, event: dict[str, Any]) -> None:
         if event["sender"] == self.channel_name or not self.joined:
@@ -952,11 +978,13 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         event["sender"] = self.channel_name
         await self.channel_layer.group_send(group_name(self.live.room_id), event)
 
-    async def announce(self, event_type: str, users: list[dict]) -> None:
-        user = {"id": self.user_id, "name": self.name, "color": self.color}
-        await self.channel_layer.group_send(
-            group_name(self.live.room_id),
-            {"type": event_type, "user": user, "users": users, "sender": self.channel_name},
+    async def announce(self, kind: str, change: presence.PresenceChange) -> None:
+        await presence.presence_announce(
+            self.live.room_id,
+            kind=kind,
+            user={"id": self.user_id, "name": self.name, "color": self.color},
+            change=change,
+            sender=self.channel_name,
         )
 
     async def send_error(self, error: ProtocolError) -> None:

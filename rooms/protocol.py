@@ -41,6 +41,9 @@ CLOSE_IDLE = 4408  # nothing received for COLLAB_IDLE_TIMEOUT_S; reconnect when 
 # or the room's recent changes in memory (docs/deploying.md). Reconnect and resume; the
 # frames sent before the close were complete and in order.
 CLOSE_TOO_FAR_BEHIND = 4413
+# The room already has COLLAB_ROOM_MAX_CONNECTIONS connections (docs/deploying.md): try again
+# later, with backoff.
+CLOSE_ROOM_FULL = 4429
 
 # WebSocket error codes (docs/protocol.md, section 11).
 BAD_JSON = "bad_json"
@@ -51,6 +54,7 @@ VERSION_TOO_OLD = "version_too_old"
 TOO_LARGE = "too_large"
 RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
+ROOM_FULL = "room_full"
 
 
 class ProtocolError(Exception):

@@ -224,6 +224,6 @@ async def test_presence_entries_expire_when_no_heartbeat_confirms_them(room, mon
     monkeypatch.setattr(presence, "time", Clock)
     await presence.presence.heartbeat(presence.keeper.local)  # this process confirms alice
     gone = await presence.presence.expired([room.id])
-    assert [user["id"] for _, user in gone] == ["ghost"]
+    assert [user["id"] for _, user, _ in gone] == ["ghost"]
     assert [u["id"] for u in await presence.presence.users(room.id)] == [alice.init["user_id"]]
     await alice.close()

@@ -70,10 +70,10 @@ async def enter(presence: RedisPresence, room: str, user: str, name: str | None 
 
 async def test_enter_lists_users_in_arrival_order_with_public_fields_only(processes, room_id):
     one, two = processes
-    assert await enter(one, room_id, "alice") == [
+    assert (await enter(one, room_id, "alice")).users == [
         {"id": "alice", "name": "name-alice", "color": "#e6194b"}
     ]
-    users = await enter(two, room_id, "bob")
+    users = (await enter(two, room_id, "bob")).users
     assert users == [
         {"id": "alice", "name": "name-alice", "color": "#e6194b"},
         {"id": "bob", "name": "name-bob", "color": "#e6194b"},
@@ -99,7 +99,8 @@ async def test_rename_changes_the_name_everywhere_and_nothing_else(processes, ro
     one, two = processes
     await enter(one, room_id, "alice")
     await enter(two, room_id, "bob")
-    users = await one.rename(room_id, user_id="alice", name="Alice B.")
+    assert await one.rename(room_id, user_id="alice", name="Alice B.") is not None
+    users = await one.users(room_id)
     assert users == [
         {"id": "alice", "name": "Alice B.", "color": "#e6194b"},
         {"id": "bob", "name": "name-bob", "color": "#e6194b"},
@@ -110,7 +111,7 @@ async def test_rename_changes_the_name_everywhere_and_nothing_else(processes, ro
 async def test_rename_of_an_absent_user_adds_nobody(processes, room_id):
     one, _ = processes
     await enter(one, room_id, "alice")
-    assert ids(await one.rename(room_id, user_id="ghost", name="boo")) == ["alice"]
+    assert await one.rename(room_id, user_id="ghost", name="boo") is None
     assert ids(await one.users(room_id)) == ["alice"]
 
 
@@ -118,15 +119,47 @@ async def test_leave_removes_once_and_returns_the_others(processes, room_id):
     one, two = processes
     await enter(one, room_id, "alice")
     await enter(two, room_id, "bob")
-    assert await one.leave(room_id, user_id="alice") == (True, [ids_entry("bob")])
-    assert await one.leave(room_id, user_id="alice") == (False, [ids_entry("bob")])
+    assert (await one.leave(room_id, user_id="alice")).count == 1
+    assert await one.leave(room_id, user_id="alice") is None
     assert ids(await two.users(room_id)) == ["bob"]
-    assert await two.leave(room_id, user_id="bob") == (True, [])
+    assert (await two.leave(room_id, user_id="bob")).count == 0
     assert await one.users(room_id) == []
 
 
-def ids_entry(user: str) -> dict:
-    return {"id": user, "name": f"name-{user}", "color": "#e6194b"}
+async def test_every_change_takes_the_next_number_of_the_rooms_sequence(processes, room_id):
+    """Entries, renames and leaves of one room are numbered in the order Redis made them, on
+    whichever process: a connection's own number tells which news it has seen."""
+    one, two = processes
+    alice = await enter(one, room_id, "alice")
+    bob = await enter(two, room_id, "bob")
+    renamed = await one.rename(room_id, user_id="alice", name="A")
+    left = await two.leave(room_id, user_id="bob")
+    assert [alice.seq, bob.seq, renamed.seq, left.seq] == list(range(alice.seq, alice.seq + 4))
+    assert (alice.count, bob.count, renamed.count, left.count) == (1, 2, 2, 1)
+
+
+async def test_entering_a_full_room_is_refused_across_processes(processes, room_id):
+    one, two = processes
+    await enter(one, room_id, "alice")
+    assert await two.enter(room_id, user_id="bob", name="b", color="#e6194b", limit=2)
+    assert await one.enter(room_id, user_id="carol", name="c", color="#e6194b", limit=2) is None
+    assert ids(await two.users(room_id)) == ["alice", "bob"]
+    await one.leave(room_id, user_id="alice")
+    assert await one.enter(room_id, user_id="carol", name="c", color="#e6194b", limit=2)
+
+
+async def test_concurrent_entries_are_capped_exactly(processes, room_id):
+    one, two = processes
+    entries = await asyncio.gather(
+        *(
+            (one, two)[number % 2].enter(
+                room_id, user_id=f"user{number}", name="n", color="#e6194b", limit=5
+            )
+            for number in range(20)
+        )
+    )
+    assert sum(entry is not None for entry in entries) == 5
+    assert len(await one.users(room_id)) == 5
 
 
 async def test_concurrent_leaves_of_one_user_remove_it_exactly_once(processes, room_id):
@@ -137,7 +170,7 @@ async def test_concurrent_leaves_of_one_user_remove_it_exactly_once(processes, r
         results = await asyncio.gather(
             one.leave(room_id, user_id=user), two.leave(room_id, user_id=user)
         )
-        assert sorted(removed for removed, _ in results) == [False, True], (user, results)
+        assert sorted(left is not None for left in results) == [False, True], (user, results)
         assert user not in ids(await one.users(room_id))
 
 
@@ -201,18 +234,17 @@ async def test_expired_entries_are_hidden_then_taken_exactly_once(processes, roo
         assert [c["user"] for c in await live.cursors(room_id)] == ["carol"]
 
         taken = await asyncio.gather(live.expired([room_id]), survivor.expired([room_id]))
-        all_taken = [user["id"] for batch in taken for _, user in batch]
+        all_taken = [user["id"] for batch in taken for _, user, _ in batch]
         assert sorted(all_taken) == ["alice", "bob"], taken
         for batch in taken:
-            for room, user in batch:
+            for room, user, _ in batch:
                 assert room == room_id
                 assert user == {"id": user["id"], "name": f"name-{user['id']}", "color": "#e6194b"}
         # Nothing is taken twice, and a late leave of a taken user announces nothing.
         assert await live.expired([room_id]) == []
         assert await survivor.expired([room_id]) == []
-        removed, users = await dead.leave(room_id, user_id="alice")
-        assert removed is False
-        assert ids(users) == ["carol"]
+        assert await dead.leave(room_id, user_id="alice") is None
+        assert ids(await dead.users(room_id)) == ["carol"]
     finally:
         if survivor._client is not None:
             await survivor._client.aclose()
@@ -223,7 +255,7 @@ async def test_expired_only_sweeps_the_rooms_asked_for(processes, room_id, clock
     await enter(one, room_id, "alice")
     clock(time.time() + TTL + 1)
     assert await two.expired([f"{room_id}-elsewhere"]) == []
-    assert [user["id"] for _, user in await two.expired([room_id])] == ["alice"]
+    assert [user["id"] for _, user, _ in await two.expired([room_id])] == ["alice"]
 
 
 async def test_heartbeat_keeps_entries_alive_past_the_ttl(processes, room_id, clock):
@@ -237,7 +269,7 @@ async def test_heartbeat_keeps_entries_alive_past_the_ttl(processes, room_id, cl
         await one.heartbeat({room_id: {"alice"}})
     clock(start + 2 * TTL)
     assert ids(await two.users(room_id)) == ["alice"]
-    assert [user["id"] for _, user in await two.expired([room_id])] == ["bob"]
+    assert [user["id"] for _, user, _ in await two.expired([room_id])] == ["bob"]
     assert ids(await one.users(room_id)) == ["alice"]
 
 
@@ -250,7 +282,7 @@ async def test_a_late_heartbeat_does_not_bring_back_a_user_who_left_or_expired(
     await enter(one, room_id, "bob")
     await one.leave(room_id, user_id="alice")
     clock(start + TTL + 1)
-    assert [user["id"] for _, user in await two.expired([room_id])] == ["bob"]
+    assert [user["id"] for _, user, _ in await two.expired([room_id])] == ["bob"]
     await one.heartbeat({room_id: {"alice", "bob"}})
     assert await two.users(room_id) == []
     assert await two.expired([room_id]) == []
@@ -267,6 +299,6 @@ async def test_leave_racing_the_sweep_is_announced_exactly_once(processes, room_
     results = await asyncio.gather(
         two.expired([room_id]), *(one.leave(room_id, user_id=user) for user in users)
     )
-    swept = [user["id"] for _, user in results[0]]
-    left = [user for user, (removed, _) in zip(users, results[1:], strict=True) if removed]
+    swept = [user["id"] for _, user, _ in results[0]]
+    left = [user for user, change in zip(users, results[1:], strict=True) if change is not None]
     assert sorted(swept + left) == sorted(users), (swept, left)
