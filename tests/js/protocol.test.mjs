@@ -512,6 +512,40 @@ test("typing is sent on change and refreshed while it lasts", () => {
   doc.close();
 });
 
+test("a presence delta (big rooms) updates the user list and fires join, leave and users", async () => {
+  const {doc, socket} = start();
+  const [bob, carol, dave] = [
+    {id: "u2", name: "bob", color: "#e6194b"},
+    {id: "u3", name: "carol", color: "#3cb44b"},
+    {id: "u4", name: "dave", color: "#4363d8"},
+  ];
+  socket().deliver({type: "join", user: bob, users: [...doc.users, bob]});
+  socket().deliver({type: "join", user: carol, users: [...doc.users, carol]});
+  socket().deliver({type: "cursor", user: "u2", anchor: 0, head: 0, version: doc.version});
+  const events = [];
+  for (const kind of ["join", "leave", "users"]) {
+    doc.on(kind, (value) => events.push([kind, kind === "users" ? value.length : value.user.id]));
+  }
+  const renamed = {...carol, name: "caroline"};
+  socket().deliver({type: "presence", joined: [dave, renamed], left: [bob], count: 3});
+  const others = doc.users.filter((user) => user.id !== doc.userId);
+  assert.deepEqual(others, [renamed, dave]); // a rename keeps its place, arrivals come last
+  assert.deepEqual(events, [
+    ["leave", "u2"],
+    ["join", "u4"],
+    ["join", "u3"],
+    ["users", doc.users.length],
+  ]);
+  assert.equal(doc.cursors.filter((cursor) => cursor.user === "u2").length, 0);
+  // A leave of a user the client never listed (it came and went) changes nothing else.
+  socket().deliver({type: "presence", joined: [], left: [{id: "u9", name: "x"}], count: 3});
+  assert.deepEqual(
+    doc.users.filter((user) => user.id !== doc.userId),
+    [renamed, dave],
+  );
+  doc.close();
+});
+
 test("join and leave update the user list", async () => {
   const {doc, socket} = start();
   const users = [{id: "u2", name: "bob"}];

@@ -58,7 +58,9 @@
  *     "status"  (status, {pending})  "connecting" | "connected" | "reconnecting" | "offline"
  *               | "closed"; also fired when `pending` (unconfirmed local edits) flips
  *     "users" (users), "join" {user, users}, "leave" {user, users}; "users" also fires after a
- *               reconnect, when cursors of users no longer listed are gone from doc.cursors
+ *               reconnect, when cursors of users no longer listed are gone from doc.cursors.
+ *               In a big room the server sends `presence` deltas instead of whole lists: the
+ *               client applies them and fires the same events (one per user, then "users")
  *     "cursor"  {user, anchor, head}  another user's cursor, UTF-16 offsets in the current text
  *     "typing"  {user, typing}
  *     "access"  {access}  the server changed what this connection may do ("edit" | "view"):
@@ -1232,6 +1234,8 @@ export class CollabClient {
         if (message.type === "leave") this._dropCursor(message.user.id);
         this._emit(message.type, {user: message.user, users: message.users});
         return this._emit("users", message.users);
+      case "presence":
+        return this._onPresence(message);
       case "cursor":
         return this._onCursor(message);
       case "typing":
@@ -1247,6 +1251,22 @@ export class CollabClient {
         // pong only resets the idle timer; nothing else reaches an ops-mode connection.
         return undefined;
     }
+  }
+
+  /** A big room's presence delta (protocol section 8): users who left, users who joined or
+   * were renamed (replaced by id, keeping their place); the same events as `join`/`leave`. */
+  _onPresence({joined = [], left = []}) {
+    const users = new Map(this.users.map((user) => [user.id, user]));
+    for (const user of left) users.delete(user.id);
+    for (const user of joined) users.set(user.id, user);
+    this.users = [...users.values()];
+    this._nameAuthors();
+    for (const user of left) {
+      this._dropCursor(user.id);
+      this._emit("leave", {user, users: this.users});
+    }
+    for (const user of joined) this._emit("join", {user, users: this.users});
+    this._emit("users", this.users);
   }
 
   _onInit(init) {
