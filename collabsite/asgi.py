@@ -13,6 +13,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from rooms.origin import BrowserOriginValidator  # noqa: E402
+from rooms.outage import OutageGuard  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 from rooms.websocket_auth import AccountMiddleware  # noqa: E402
 
@@ -26,7 +27,10 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # The origin check comes first: it is what keeps other sites' pages from opening a
-        # socket with our users' session cookie.
-        "websocket": BrowserOriginValidator(AccountMiddleware(URLRouter(websocket_urlpatterns))),
+        # socket with our users' session cookie. Then a service outage anywhere below (the
+        # session's database included) closes with 4503.
+        "websocket": BrowserOriginValidator(
+            OutageGuard(AccountMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

@@ -14,6 +14,9 @@ from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from collabsite.secret_key import secret_key_check, secret_key_load
 
@@ -225,11 +228,18 @@ COLLAB_ROOM_HISTORY_MAX_BYTES = env.get_value("COLLAB_ROOM_HISTORY_MAX_BYTES", b
 COLLAB_ROOM_TEXT_MAX_CODE_POINTS = env.int("COLLAB_ROOM_TEXT_MAX_CODE_POINTS", default=1_048_576)
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# A pooled connection that Redis closed (it restarted) fails the next command sent on it: that
+# command is retried once, at once, on a new connection, so the first request after Redis is
+# back succeeds. Used by the channel layer and by presence (rooms/presence.py).
+REDIS_CONNECTION_OPTIONS = {
+    "retry": RedisRetry(NoBackoff(), 1),
+    "retry_on_error": [RedisConnectionError],
+}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **REDIS_CONNECTION_OPTIONS}]},
         }
     }
 else:

@@ -267,7 +267,9 @@ class RedisPresence:
         if self._client is None or self._loop is not loop:
             import redis.asyncio
 
-            self._client = redis.asyncio.Redis.from_url(self.url, decode_responses=True)
+            self._client = redis.asyncio.Redis.from_url(
+                self.url, decode_responses=True, **settings.REDIS_CONNECTION_OPTIONS
+            )
             self._loop = loop
         return self._client
 

@@ -44,6 +44,9 @@ CLOSE_TOO_FAR_BEHIND = 4413
 # The room already has COLLAB_ROOM_MAX_CONNECTIONS connections (docs/deploying.md): try again
 # later, with backoff.
 CLOSE_ROOM_FULL = 4429
+# Redis or the database is down: the connection could not be set up (rooms/outage.py).
+# Reconnect in about a second.
+CLOSE_UNAVAILABLE = 4503
 
 # WebSocket error codes (docs/protocol.md, section 11).
 BAD_JSON = "bad_json"
