@@ -382,6 +382,17 @@ for (const [closeCode, code] of [
   });
 }
 
+test("after close 4503 (a service is down) it retries within a second, whatever its backoff", async () => {
+  const {doc, sockets} = start(); // backoff of a minute: only 4503 may shorten it
+  // Bounded well below the minute the backoff would wait.
+  const retried = nextEvent(doc, "status", (status) => status === "reconnecting", 5000);
+  sockets[0].drop(4503);
+  assert.equal(doc.status, "offline");
+  await retried;
+  assert.equal(sockets.length, 2);
+  doc.close();
+});
+
 test("our cursor goes out in code points of the confirmed text, coalesced", async () => {
   const {doc, socket} = start("a😀b");
   doc.setCursor(4, 4);

@@ -29,7 +29,8 @@
  *   pending op. Inserted text is never dropped by a transform; a local delete inside a region
  *   the server rewrote is lost with that region, which is what a concurrent edit would do too.
  * - Offline: edits keep composing into the pending op and go out after the reconnect.
- *   Reconnects back off exponentially with jitter (bounded); closes 4400, 4403 and 4404 are final.
+ *   Reconnects back off exponentially with jitter (bounded); closes 4400, 4403 and 4404 are final;
+ *   after 4503 (a service behind the server is down) it retries about every second.
  * - Offsets: editors count UTF-16 code units, the protocol counts code points. The public API
  *   takes and emits UTF-16 offsets; everything inside (ops, cursors) counts code points.
  *
@@ -633,6 +634,11 @@ const FINAL_CLOSES = new Map([
   [4403, ["forbidden", "no access to this room: it needs a valid link, or an account invited into it"]],
   [4404, ["not_found", "no such room"]],
 ]);
+// Close 4503: the server is up but Redis or its database is not (protocol section 4). Retry
+// about every second whatever the backoff reached, so that editing resumes within a second or
+// so of the service's return rather than after a long backoff.
+const UNAVAILABLE_CLOSE = 4503;
+const UNAVAILABLE_RETRY_MS = 1000;
 const CURSOR_INTERVAL_MS = 50;
 // The server clears "typing" about 5 s after the last typing:true, so a user who keeps typing
 // without sending edits (e.g. composing text in an IME) is re-announced well before that.
@@ -1107,7 +1113,7 @@ export class CollabClient {
     this._detach();
     const final = FINAL_CLOSES.get(code);
     if (!final) {
-      this._scheduleReconnect();
+      this._scheduleReconnect(code === UNAVAILABLE_CLOSE ? UNAVAILABLE_RETRY_MS : this._maxDelay);
       return;
     }
     this._stopTimers();
@@ -1142,7 +1148,7 @@ export class CollabClient {
     this._scheduleReconnect();
   }
 
-  _scheduleReconnect() {
+  _scheduleReconnect(maxDelay = this._maxDelay) {
     this._setStatus("offline");
     // A connection that stayed up a while starts the backoff over; one that keeps failing
     // right after init (or before it) keeps backing off.
@@ -1151,7 +1157,7 @@ export class CollabClient {
     }
     this._connectedAt = null;
     // Exponential backoff with jitter (half to all of the delay), capped.
-    const delay = Math.min(this._maxDelay, this._minDelay * 2 ** this._attempt);
+    const delay = Math.min(maxDelay, this._minDelay * 2 ** this._attempt);
     this._attempt = Math.min(this._attempt + 1, 30);
     this._reconnectTimer = setTimeout(
       () => {
