@@ -19,7 +19,8 @@ server stalling). Done when every connection has heard of everyone who came afte
 Printed per run: handshake timeouts; the presence bytes the members received (join, leave and
 presence frames; the joiners' own init lists apart), and per join per member, i.e. divided by the
 N(N-1)/2 (arrival, member already there) pairs; the frames per member; the watcher's pong p50 and
-max; the time until everyone knew everyone. Results also go to
+max; the time until everyone knew everyone; the machine's load average (it is shared). Results
+also go to
 bench/results/presence-<UTC time>.json. Only 127.0.0.1; every wait is bounded.
 """
 
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
 import sys
 import tempfile
 import time
@@ -166,6 +168,8 @@ async def join_run(server: Any, users: int, rate: float) -> dict[str, Any]:
         "pong_p50_ms": round(pongs[len(pongs) // 2] * 1e3, 1) if pongs else None,
         "pong_max_ms": round(pongs[-1] * 1e3, 1) if pongs else None,
         "everyone_known_s": round(known_after_s, 2),
+        # This machine is shared: the load average over the last minute, for context.
+        "load_1min": round(os.getloadavg()[0], 1),
     }
 
 
@@ -182,6 +186,7 @@ def table(rows: list[dict]) -> str:
         ("pong_p50_ms", "pong p50 ms"),
         ("pong_max_ms", "pong max ms"),
         ("everyone_known_s", "all known s"),
+        ("load_1min", "load"),
     )
     lines = [" | ".join(title for _, title in columns), " | ".join("---" for _ in columns)]
     lines += [" | ".join(str(row.get(key, "")) for key, _ in columns) for row in rows]
