@@ -19,8 +19,8 @@ server stalling). Done when every connection has heard of everyone who came afte
 Printed per run: handshake timeouts; the presence bytes the members received (join, leave and
 presence frames; the joiners' own init lists apart), and per join per member, i.e. divided by the
 N(N-1)/2 (arrival, member already there) pairs; the frames per member; the watcher's pong p50 and
-max; the time until everyone knew everyone; the machine's load average (it is shared). Results
-also go to
+max; the time until everyone knew everyone; the server process's CPU per arrival over that
+time; the machine's load average (it is shared, so timeouts depend on it). Results also go to
 bench/results/presence-<UTC time>.json. Only 127.0.0.1; every wait is bounded.
 """
 
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import websockets
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,8 @@ async def join_run(server: Any, users: int, rate: float) -> dict[str, Any]:
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch(url + "&name=watcher", stop))
     members = [Member() for _ in range(users)]
+    process = psutil.Process(server.pid)
+    cpu_before = sum(process.cpu_times()[:2])
     loop = asyncio.get_running_loop()
     opened = [loop.create_future() for _ in members]
     readers = []
@@ -143,6 +146,7 @@ async def join_run(server: Any, users: int, rate: float) -> dict[str, Any]:
                 member.progress.clear()
                 await member.progress.wait()
     known_after_s = time.perf_counter() - start
+    cpu_s = sum(process.cpu_times()[:2]) - cpu_before
     # Counted now: the leaves of the closes below are not part of joining.
     presence_bytes = sum(m.presence_bytes for m in joined)
     presence_frames = sum(m.presence_frames for m in joined)
@@ -168,6 +172,9 @@ async def join_run(server: Any, users: int, rate: float) -> dict[str, Any]:
         "pong_p50_ms": round(pongs[len(pongs) // 2] * 1e3, 1) if pongs else None,
         "pong_max_ms": round(pongs[-1] * 1e3, 1) if pongs else None,
         "everyone_known_s": round(known_after_s, 2),
+        # The serving process's CPU (user + system) from the first arrival until everyone knew
+        # everyone, per arrival: what a join costs the server, whatever else the machine does.
+        "server_cpu_ms_per_join": round(cpu_s / max(1, len(joined)) * 1e3, 2),
         # This machine is shared: the load average over the last minute, for context.
         "load_1min": round(os.getloadavg()[0], 1),
     }
@@ -186,6 +193,7 @@ def table(rows: list[dict]) -> str:
         ("pong_p50_ms", "pong p50 ms"),
         ("pong_max_ms", "pong max ms"),
         ("everyone_known_s", "all known s"),
+        ("server_cpu_ms_per_join", "server CPU ms/join"),
         ("load_1min", "load"),
     )
     lines = [" | ".join(title for _, title in columns), " | ".join("---" for _ in columns)]
