@@ -772,7 +772,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         if (
             event["sender"] == self.channel_name
             or not self.joined
-            or not presence.presence_news(event["seq"], seen_seq=self.presence_seq)
+            or not presence.presence_news(event.get("seq"), seen_seq=self.presence_seq)
         ):
             return
         # The list is read now, not taken from the event: across processes an announcement can

@@ -570,10 +570,11 @@ async def presence_announce(
         batcher.add(room_id, {"kind": kind, "user": user, "seq": change.seq}, change.count)
 
 
-def presence_news(event_seq: int, *, seen_seq: int) -> bool:
+def presence_news(event_seq: int | None, *, seen_seq: int) -> bool:
     """Whether a connection whose entry is number `seen_seq` needs to hear of change
-    `event_seq`: changes up to its own entry were in its `init.users` already."""
-    return event_seq > seen_seq
+    `event_seq`: changes up to its own entry were in its `init.users` already. An event without
+    a number (from a process of an older version, during a rolling upgrade) is news."""
+    return event_seq is None or event_seq > seen_seq
 
 
 def presence_delta(event: dict[str, Any], *, seen_seq: int, user_id: str) -> dict | None:
