@@ -344,8 +344,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
 
         await self.channel_layer.group_add(group_name(room_id), self.channel_name)
         # Changes another process committed before we subscribed reach us through the log.
-        async with self.live.lock:
-            await self.live.catch_up()
+        await self.live.catch_up_to_join(params["version"])
         if params["version"] is not None and params["version"] > self.live.version:
             await self.channel_layer.group_discard(group_name(room_id), self.channel_name)
             await self.refuse(

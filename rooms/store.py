@@ -19,7 +19,9 @@ Every read here is one short query on the database thread.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +36,11 @@ from django.db import (
     transaction,
 )
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from rooms import ot, sqlite_writes
 from rooms.changes import Change, copy_bytes, stored_bytes
+from rooms.history import past
 from rooms.history.authorship import Authorship
 from rooms.history.past import past_at
 from rooms.models import Author, ClientBinding, Op, Room, Snapshot
@@ -334,38 +338,110 @@ def room_row(
 ) -> tuple[str, str, int, bool, str, str, int, str, int, Authorship, int, int] | None:
     """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, the
     version of the copy in Room.code, link access, access version, the authorship at the head,
-    the head's time and the size of the history."""
-    room = (
-        Room.objects.filter(id=room_id)
-        .only(
-            "name",
-            "code_version",
-            "version",
-            "private",
-            "edit_token_hash",
-            "view_token_hash",
-            "link_access",
-            "access_version",
-            "history_bytes",
-        )
-        .first()
-    )
-    if room is None:
-        return None
-    head = past_at(room_id=room_id, version=room.version, authorship=True)
+    the head's time and the size of the history.
+
+    Plain SQL, one statement for the room and its latest copy of the text (and one more for the
+    ops after the copy, if any): a room's first connection loads it, and building the same
+    three ORM queries cost ~1.5 ms of CPU, most of a connection's set-up (docs/benchmarks.md).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_room_row_statement(), [room_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        (name, version, code_version, private, edit_hash, view_hash, link_access) = row[:7]
+        (access_version, history_bytes, initial_code, created_at) = row[7:11]
+        copy_version, copy_ts, copy_code, copy_authorship = row[11:]
+        if copy_version is None:  # no copy yet: the text at version 0, nobody's
+            copy_version, copy_ts = 0, past.epoch_ms(_as_datetime(created_at))
+            text, authorship = initial_code, Authorship.initial(initial_code, copy_ts)
+        else:
+            text, authorship = copy_code, Authorship.from_json(copy_authorship)
+        ts = copy_ts
+        if copy_version < version:
+            cursor.execute(_ops_after_statement(), [room_id, copy_version, version])
+            for number, op, client, op_ts in cursor.fetchall():
+                op = json.loads(op) if isinstance(op, (str, bytes)) else op
+                authorship.apply(text, op, author=client, version=number, ts=op_ts)
+                text = ot.apply(text, op)
+                ts = op_ts
     return (
-        room.name,
-        head.text,
-        room.version,
-        room.private,
-        room.edit_token_hash,
-        room.view_token_hash,
-        room.code_version,
-        room.link_access,
-        room.access_version,
-        head.authorship,
-        head.ts,
-        room.history_bytes,
+        name,
+        text,
+        version,
+        bool(private),
+        edit_hash,
+        view_hash,
+        code_version,
+        link_access,
+        access_version,
+        authorship,
+        ts,
+        history_bytes,
+    )
+
+
+def _as_datetime(value: Any) -> dt.datetime:
+    """A DateTimeField as read by a plain cursor: SQLite gives its text (UTC when USE_TZ)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return timezone.make_aware(value, dt.UTC) if timezone.is_naive(value) else value
+
+
+@functools.cache
+def _room_row_statement() -> str:
+    """The room's row and its latest copy of the text at or before its version (none: NULLs)."""
+    name = connection.ops.quote_name
+    room_columns = (
+        "name",
+        "version",
+        "code_version",
+        "private",
+        "edit_token_hash",
+        "view_token_hash",
+        "link_access",
+        "access_version",
+        "history_bytes",
+        "initial_code",
+        "created_at",
+    )
+    room, copy = name(Room._meta.db_table), name(Snapshot._meta.db_table)
+    return (
+        "SELECT {}, {} FROM {} r LEFT JOIN {} s ON s.{} = r.{} AND s.{} = "
+        "(SELECT MAX({}) FROM {} WHERE {} = r.{} AND {} <= r.{}) WHERE r.{} = %s"
+    ).format(
+        ", ".join(f"r.{name(column)}" for column in room_columns),
+        ", ".join(f"s.{name(column)}" for column in ("version", "ts", "code", "authorship")),
+        room,
+        copy,
+        name("room_id"),
+        name("id"),
+        name("version"),
+        name("version"),
+        copy,
+        name("room_id"),
+        name("id"),
+        name("version"),
+        name("version"),
+        name("id"),
+    )
+
+
+@functools.cache
+def _ops_after_statement() -> str:
+    """The ops with versions in (%s, %s] of a room, in order."""
+    name = connection.ops.quote_name
+    statement = "SELECT {}, {}, {}, {} FROM {} WHERE {} = %s AND {} > %s AND {} <= %s ORDER BY {}"
+    return statement.format(
+        name("version"),
+        name("op"),
+        name("client"),
+        name("ts"),
+        name(Op._meta.db_table),
+        name("room_id"),
+        name("version"),
+        name("version"),
+        name("version"),
     )
 
 

@@ -66,3 +66,39 @@ async def test_every_reader_sees_the_text_at_the_head_between_copies(snapshot_ev
 async def joined_over_rest(client, room_id: str) -> tuple[str, int]:
     body = (await database_sync_to_async(client.get)(f"/rooms/join?id={room_id}")).json()
     return body["code"], body["version"]
+
+
+@pytest.mark.parametrize("letters", ["", "ab", "abcde", "abcdef"])
+async def test_a_room_loaded_from_the_database_is_the_room_that_was_live(
+    snapshot_every_3, letters
+):
+    # Version 0 (no copy: the initial text, nobody's), ops only, a copy and ops after it, and
+    # a copy at the head: the load (plain SQL, rooms/store.py) rebuilds the same head.
+    room = await database_sync_to_async(document.room_create)(code="> \n", name="n")
+    live = await live_rooms.acquire(room.id)
+    try:
+        await type_letters(live, letters)
+        if letters:
+            await document.change_submit(
+                live, base_version=live.version, op=[1, "\n#"], user="u", client="d"
+            )
+        kept = (live.text, live.version, live.code_version, live.head_ts)
+        authorship = live.authorship.encode()
+    finally:
+        live_rooms.release(live)
+    reloaded = await live_rooms.acquire(room.id)
+    try:
+        assert (
+            reloaded.text,
+            reloaded.version,
+            reloaded.code_version,
+            reloaded.head_ts,
+        ) == kept
+        assert reloaded.authorship.encode() == authorship
+        # As stored (the monkeypatched copy interval is document's alone, so the live count
+        # differs here by the copy's size).
+        assert reloaded.history_bytes == (await Room.objects.aget(id=room.id)).history_bytes
+        assert (reloaded.name, reloaded.private, reloaded.link_access) == ("n", False, "edit")
+    finally:
+        live_rooms.release(reloaded)
+    assert await live_rooms.acquire("no-such-room") is None
