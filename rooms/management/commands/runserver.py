@@ -16,6 +16,11 @@
   autobahn also held the server's own frames to that cap; it applies to clients' frames only.
 - Access logs print the full URL, and private rooms' tokens may travel in `?token=`: they are
   redacted before anything is logged.
+- A frame is written to the socket at once when nothing waits before it, as uvicorn does.
+  Twisted queues every write and registers the socket with the selector, and writes it on the
+  reactor's next turn, then unregisters it: three system calls and a reactor turn per frame
+  where one call does, paid once per socket for every broadcast (docs/benchmarks.md). autobahn's
+  per-frame debug lines, formatted even when debug logging is off, are skipped as well.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from daphne.management.commands.runserver import Command as DaphneRunserver
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -124,8 +130,42 @@ class InboundQueue(asyncio.Queue):
         return item
 
 
+def write_now(transport: Any, data: bytes) -> None:
+    """Write `data` to a TCP transport's socket now if nothing is queued before it, and queue
+    what the socket did not take (or all of it, if the socket is gone) as Twisted's `write`
+    does: the producer is paused once too much waits, and a lost connection is noticed on the
+    next write attempt."""
+    if (
+        isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int):  # else the connection is lost: Twisted's write notices
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
+
+
 class FlowControlledWebSocketProtocol(WebSocketProtocol):
     send_window: SendWindow | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        # autobahn's, without the debug line whose arguments it formats for every frame.
+        self._dataReceived(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if sync or chopsize or self.send_queue or self.logOctets or self.state != self.STATE_OPEN:
+            super().sendData(data, sync, chopsize)
+            return
+        # autobahn's, minus its per-frame debug line, with the write made at once.
+        write_now(self.transport, data)
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
 
     def connectionMade(self) -> None:
         super().connectionMade()
