@@ -15,7 +15,8 @@
   connection without a close frame. Clients should see close code 1009 ("message too big").
   autobahn also held the server's own frames to that cap; it applies to clients' frames only.
 - Access logs print the full URL, and private rooms' tokens may travel in `?token=`: they are
-  redacted before anything is logged.
+  redacted before anything is logged. A WebSocket is logged when it connects (or is refused)
+  and when it ends, not also when its handshake starts.
 - A frame is written to the socket at once when nothing waits before it, as uvicorn does.
   Twisted queues every write and registers the socket with the selector, and writes it on the
   reactor's next turn, then unregisters it: three system calls and a reactor turn per frame
@@ -236,6 +237,10 @@ class Command(DaphneRunserver):
     server_cls = TunedServer
 
     def log_action(self, protocol: str, action: str, details: dict) -> None:
+        if protocol == "websocket" and action == "connecting":
+            # "HANDSHAKING" comes just before the same connection's CONNECT (or REJECT) line,
+            # with the same path and client: one line per connection less to write.
+            return
         if isinstance(details.get("path"), str):
             details = {**details, "path": redact_secrets(details["path"])}
         super().log_action(protocol, action, details)
