@@ -21,7 +21,8 @@
   Twisted queues every write and registers the socket with the selector, and writes it on the
   reactor's next turn, then unregisters it: three system calls and a reactor turn per frame
   where one call does, paid once per socket for every broadcast (docs/benchmarks.md). autobahn's
-  per-frame debug lines, formatted even when debug logging is off, are skipped as well.
+  per-frame and per-connection debug lines, formatted even when debug logging is off, are
+  skipped as well.
 """
 
 from __future__ import annotations
@@ -155,6 +156,20 @@ def write_now(transport: Any, data: bytes) -> None:
 
 class FlowControlledWebSocketProtocol(WebSocketProtocol):
     send_window: SendWindow | None = None
+
+    def _connectionMade(self) -> None:
+        # autobahn copies each option the connection does not set from the factory, then
+        # pretty-prints all of them for a debug line, formatted even with debug logging off:
+        # about a tenth of a connection's set-up. The options are copied here the same way, so
+        # autobahn finds none left to copy and print.
+        for name in self.CONFIG_ATTRS:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(self.factory, name))
+        self.CONFIG_ATTRS = ()
+        try:
+            super()._connectionMade()
+        finally:
+            del self.CONFIG_ATTRS  # the class's again
 
     def dataReceived(self, data: bytes) -> None:
         # autobahn's, without the debug line whose arguments it formats for every frame.
