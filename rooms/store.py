@@ -335,23 +335,16 @@ def room_versions(room_ids: list[str]) -> dict[str, tuple[int, int]]:
 RoomRow = tuple[str, str, int, bool, str, str, int, str, int, Authorship, int, int]
 
 
-async def room_row(room_id: str) -> RoomRow | None:
+@database_sync_to_async
+def room_row(room_id: str) -> RoomRow | None:
     """A LiveRoom's arguments: name, text at the head, version, privacy, token hashes, the
     version of the copy in Room.code, link access, access version, the authorship at the head,
     the head's time and the size of the history.
 
     A room's first connection loads it, so this is on the path of connection set-up: plain SQL,
     one statement for the room and its latest copy of the text (and one more for the ops after
-    the copy, if any), where three ORM queries cost ~1.5 ms of CPU; and the hop to the database
-    thread as the commits make it, without asgiref's per-call machinery (docs/benchmarks.md).
+    the copy, if any), where three ORM queries cost ~1.5 ms of CPU (docs/benchmarks.md).
     """
-    return await asyncio.get_running_loop().run_in_executor(
-        SyncToAsync.single_thread_executor, _room_row_in_thread, room_id
-    )
-
-
-def _room_row_in_thread(room_id: str) -> RoomRow | None:
-    close_old_connections()  # as database_sync_to_async does: drop a connection that broke
     with connection.cursor() as cursor:
         cursor.execute(_room_row_statement(), [room_id])
         row = cursor.fetchone()
