@@ -9,13 +9,14 @@ change (room_restore). Consumers and views only translate between the wire and t
 here. What the versions and ops mean on the wire is described in
 docs/protocol.md.
 
-The database stays the arbiter between processes: the unique (room, version) constraint rejects
-a commit built on a stale head, and the loser catches up from the op log and transforms again
-(ShareDB's design).
+The database stays the arbiter between processes: a commit built on a stale head is rejected,
+and the loser catches up from the op log and transforms again (ShareDB's design), in the room's
+turn (rooms/store.py's room_turn), so that it cannot lose twice in a row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -104,52 +105,87 @@ async def change_submit(
                 return CommitResult(first_version, live.text, duplicate=True)
         for concurrent in await live.changes_between(base, head):
             op = ot.transform(op, concurrent.op, "left")
-        while True:
-            new_text = ot.apply(live.text, op)
-            _quotas_check(live, op=op, new_text=new_text)
-            # Times never go back within a room, even between processes whose clocks differ:
-            # finding the version at a time relies on it (rooms/history/past.py).
-            ts = max(now_ms(), live.head_ts)
-            change = Change(live.version + 1, op, user, client, seq, ts)
-            copy = authorship = None
-            if change.version % SNAPSHOT_EVERY == 0:
-                authorship = live.authorship.copy()
-                authorship.apply(live.text, op, author=client, version=change.version, ts=ts)
-                copy = store.TextCopy(new_text, authorship.to_json())
-            try:
-                await store.change_commit(
-                    change,
-                    room_id=live.room_id,
-                    expected_version=live.version,
-                    copy=copy,
-                    author_name=author_name,
-                )
-                if copy is not None:
-                    live.code_version = change.version
-                break
-            except store.VersionConflict:
-                # Another process got there first: take its changes, move our op past them.
-                seen = live.version
-                await live.catch_up()
-                if live.version == seen:
-                    raise RuntimeError(f"{live.room_id}: conflict at {seen}, no newer op") from None
-                for concurrent in await live.changes_between(seen, live.version):
-                    op = ot.transform(op, concurrent.op, "left")
-            except store.DuplicateSeq:
-                # Another process committed this (client, seq) meanwhile: the client's other
-                # connection resubmitting the same op, or the same seq reused for another op.
-                first_version = await store.seq_version(live.room_id, client, seq)
-                built_on = live.version
-                await live.catch_up()
-                await _require_same_op(
-                    live, op, base=built_on, client=client, seq=seq, at=first_version
-                )
-                return CommitResult(first_version, live.text, duplicate=True)
+        async with contextlib.AsyncExitStack() as turn_scope:
+            turn: store.RoomTurn | None = None
+            if live.contended:
+                # Its last commit here lost the race: this one takes the room's turn at once
+                # rather than lose again first.
+                turn = await turn_scope.enter_async_context(store.room_turn(live.room_id))
+                op = await _catch_up_in_turn(live, turn, op)
+            while True:
+                new_text = ot.apply(live.text, op)
+                _quotas_check(live, op=op, new_text=new_text)
+                # Times never go back within a room, even between processes whose clocks
+                # differ: finding the version at a time relies on it (rooms/history/past.py).
+                ts = max(now_ms(), live.head_ts)
+                change = Change(live.version + 1, op, user, client, seq, ts)
+                copy = authorship = None
+                if change.version % SNAPSHOT_EVERY == 0:
+                    authorship = live.authorship.copy()
+                    authorship.apply(live.text, op, author=client, version=change.version, ts=ts)
+                    copy = store.TextCopy(new_text, authorship.to_json())
+                try:
+                    if turn is None:
+                        await store.change_commit(
+                            change,
+                            room_id=live.room_id,
+                            expected_version=live.version,
+                            copy=copy,
+                            author_name=author_name,
+                        )
+                    else:
+                        await turn.commit(
+                            change,
+                            expected_version=live.version,
+                            copy=copy,
+                            author_name=author_name,
+                        )
+                    break
+                except store.VersionConflict:
+                    # Another process got there first. Take the room's turn (nobody else
+                    # commits to it until ours is written: losing once is the most a busier
+                    # process can make us lose), take its changes, move our op past them.
+                    if turn is None:
+                        turn = await turn_scope.enter_async_context(store.room_turn(live.room_id))
+                    seen = live.version
+                    op = await _catch_up_in_turn(live, turn, op)
+                    if live.version == seen:
+                        raise RuntimeError(
+                            f"{live.room_id}: conflict at {seen}, no newer op"
+                        ) from None
+                except store.DuplicateSeq:
+                    # Another process committed this (client, seq) meanwhile: the client's
+                    # other connection resubmitting the same op, or the same seq reused for
+                    # another op. The turn (if any) ends first: the reads below go through the
+                    # database thread, which may itself be waiting for the room's row.
+                    await turn_scope.aclose()
+                    first_version = await store.seq_version(live.room_id, client, seq)
+                    built_on = live.version
+                    await live.catch_up()
+                    await _require_same_op(
+                        live, op, base=built_on, client=client, seq=seq, at=first_version
+                    )
+                    return CommitResult(first_version, live.text, duplicate=True)
+        # Durable here: a turn commits when it ends.
+        if copy is not None:
+            live.code_version = change.version
         live.advance(change, new_text, authorship)
         metrics.change_committed()
         result = CommitResult(change.version, new_text)
     await following.change_announce(live.room_id, change)
     return result
+
+
+async def _catch_up_in_turn(live: LiveRoom, turn: store.RoomTurn, op: ot.Op) -> ot.Op:
+    """Apply what other processes committed before the room's turn; `op` moved past it. The
+    room stays contended (its next commit takes the turn at once) while others commit to it."""
+    seen = live.version
+    changes = await turn.changes_after(seen)
+    for concurrent in changes:
+        live.advance(concurrent)
+        op = ot.transform(op, concurrent.op, "left")
+    live.contended = bool(changes)
+    return op
 
 
 def _quotas_check(live: LiveRoom, *, op: ot.Op, new_text: str) -> None:

@@ -108,6 +108,9 @@ class LiveRoom:
         self._text_frame: tuple[int, str] | None = None
         self.members: set[Member] = set()
         self.feed: asyncio.Task | None = None  # other processes' changes (with several)
+        # Another process committed to the room just before our last commit here: the next one
+        # takes the room's turn at once (rooms/document.py).
+        self.contended = False
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ That connection never waits for a lock (timeout 0). If another connection holds 
 (another process, a migration, a long admin save), or the batch breaks a constraint, the
 transaction is rolled back and `write_batch` returns False: the caller then hands the batch to
 the database thread, which waits for the lock and sorts out each change's outcome. The loop
-itself never blocks on another writer. PostgreSQL always takes the thread path: its commit is a
-network round trip.
+itself never blocks on another writer. PostgreSQL has its own loop path, on an asyncio
+connection (rooms/pg_writes.py).
 
 Checkpoints (copying the WAL back into the database file, with an fsync) are the one slow part
 of a SQLite commit: SQLite's automatic one runs inside the commit that crosses 1,000 pages, so

@@ -4,11 +4,13 @@ A commit writes the change's `Op` row and advances the room's version in one tra
 the caller asks for a copy of the text, the same transaction also writes it into Room.code and
 keeps it, with its authorship, as a `Snapshot` row, and when it names the change's author, it
 records that name (`Author`). The changes that arrive
-together, from every room, are committed in one transaction (`GroupCommitter`); with SQLite it
-is written on the event loop itself (rooms/sqlite_writes.py), otherwise on the database thread,
-as plain SQL for the database in use. The unique (room, version) constraint is the arbiter
-between processes: a commit built on a stale head fails with `VersionConflict`, a (client, seq)
-committed before with `DuplicateSeq`.
+together, from every room, are committed in one transaction (`GroupCommitter`), as plain SQL
+for the database in use, written on the event loop itself: through SQLite's own module
+(rooms/sqlite_writes.py; when it declines, on the database thread) or an asyncio psycopg
+connection (rooms/pg_writes.py, which also keeps PostgreSQL's commits in (room, version) order
+and retries what the database asks to retry). The room's version is the arbiter between
+processes: a commit built on a stale head fails with `VersionConflict`, a (client, seq)
+committed before with `DuplicateSeq`; the loser then takes the room's turn (`room_turn`).
 
 Client bindings (rooms/identity.py) are claimed with one INSERT that does nothing when the
 row exists, so that of two first connections with one client id exactly one gets it.
@@ -19,9 +21,11 @@ Every read here is one short query on the database thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +42,7 @@ from django.db import (
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from rooms import ot, sqlite_writes
+from rooms import ot, pg_writes, sqlite_writes
 from rooms.changes import Change, copy_bytes, stored_bytes
 from rooms.history import past
 from rooms.history.authorship import Authorship
@@ -141,6 +145,15 @@ async def change_commit(
 
 
 async def _commit_batch(batch: list[PendingCommit]) -> list[Exception | None]:
+    if pg_writes.enabled():
+        outcomes = await pg_writes.write_batch(
+            _pg_statements(),
+            [
+                _pg_change_rows(p.room_id, p.expected_version, p.copy, p.author_name, p.change)
+                for p in batch
+            ],
+        )
+        return [_outcome_error(outcome) for outcome in outcomes]
     if sqlite_writes.enabled():
         insert_op, insert_snapshot, upsert_author, *advance_room = _write_statements("?")
         op_rows, snapshot_rows, author_rows, *room_rows = _batch_rows(batch)
@@ -320,6 +333,175 @@ def _write_statements(placeholder: str) -> tuple[str, str, str, str, str]:
     advance_room = guarded_update(("version", "updated_at"))
     advance_room_with_copy = guarded_update(("code", "code_version", "version", "updated_at"))
     return insert_op, insert_snapshot, upsert_author, advance_room, advance_room_with_copy
+
+
+# -- PostgreSQL: on the event loop, in (room, version) order (rooms/pg_writes.py) ------------
+
+
+class RoomTurn:
+    """A room's turn to commit (`room_turn`): catch up, then commit a change that cannot lose."""
+
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+
+    async def changes_after(self, version: int) -> list[Change]:
+        """The room's committed changes after `version`, as of the turn."""
+        return await changes_after(self.room_id, version)
+
+    async def commit(
+        self,
+        change: Change,
+        *,
+        expected_version: int,
+        copy: TextCopy | None,
+        author_name: str | None = None,
+    ) -> None:
+        """As `change_commit`; durable once the turn has ended."""
+        await change_commit(
+            change,
+            room_id=self.room_id,
+            expected_version=expected_version,
+            copy=copy,
+            author_name=author_name,
+        )
+
+
+class _LockedTurn(RoomTurn):
+    """With PostgreSQL: the turn holds the room's row, so nobody else commits meanwhile."""
+
+    def __init__(self, room_id: str, turn: pg_writes.Turn) -> None:
+        super().__init__(room_id)
+        self.turn = turn
+
+    async def changes_after(self, version: int) -> list[Change]:
+        # Read under the turn's lock and on its connection: the database thread may be waiting
+        # for this very row (a sharing change), and every change up to the lock is visible.
+        op_field = Op._meta.get_field("op")
+        return [
+            Change(version, op_field.from_db_value(op, None, connection), user, client, seq, ts)
+            for version, op, user, client, seq, ts in await self.turn.rows_after(version)
+        ]
+
+    async def commit(
+        self,
+        change: Change,
+        *,
+        expected_version: int,
+        copy: TextCopy | None,
+        author_name: str | None = None,
+    ) -> None:
+        rows = _pg_change_rows(self.room_id, expected_version, copy, author_name, change)
+        error = _outcome_error(await self.turn.write(rows))
+        if error is not None:
+            raise error
+
+
+@contextlib.asynccontextmanager
+async def room_turn(room_id: str) -> AsyncIterator[RoomTurn]:
+    """The room's turn, after a commit lost the version race: with PostgreSQL, the room's row
+    is locked until the block ends (then what was committed in it is durable), so a process
+    that lost once cannot lose again however busy the others are. With SQLite, whose writers
+    already take turns (its write lock), commits in the block are the ordinary ones."""
+    if not pg_writes.enabled():
+        yield RoomTurn(room_id)
+        return
+    async with pg_writes.room_turn(_pg_statements(), room_id) as turn:
+        yield _LockedTurn(room_id, turn)
+
+
+def _outcome_error(outcome: str | None) -> Exception | None:
+    if outcome == pg_writes.CONFLICT:
+        return VersionConflict()
+    if outcome == pg_writes.DUPLICATE:
+        return DuplicateSeq()
+    return None
+
+
+def _pg_change_rows(
+    room_id: str,
+    expected_version: int,
+    copy: TextCopy | None,
+    author_name: str | None,
+    change: Change,
+) -> pg_writes.ChangeRows:
+    database = _value_adapter()
+    size = stored_bytes(change.op) + (copy_bytes(copy.text) if copy is not None else 0)
+    return pg_writes.ChangeRows(
+        room_id=room_id,
+        version=change.version,
+        params={
+            "room": room_id,
+            "expected": expected_version,
+            "version": change.version,
+            "now": Room._meta.get_field("updated_at").get_db_prep_save(timezone.now(), database),
+            "size": size,
+            "op": Op._meta.get_field("op").get_db_prep_save(change.op, database),
+            "user": change.user,
+            "client": change.client,
+            "seq": change.seq,
+            "ts": change.ts,
+            "code": None if copy is None else copy.text,
+            "authorship": None if copy is None else copy.authorship,
+            "author": author_name,
+        },
+    )
+
+
+@functools.cache
+def _pg_statements() -> pg_writes.Statements:
+    name = connection.ops.quote_name
+    room, op = name(Room._meta.db_table), name(Op._meta.db_table)
+    snapshot, author = name(Snapshot._meta.db_table), name(Author._meta.db_table)
+    version, code, code_version, history = (
+        name("version"),
+        name("code"),
+        name("code_version"),
+        name("history_bytes"),
+    )
+    # The guarded UPDATE advances the room, adds what the change stores to its history size
+    # and, with a copy of the text (%(code)s not NULL), keeps it in Room.code; each INSERT
+    # selects from its RETURNING, so it writes only when the room was at the expected version.
+    # Every parameter is cast: a NULL alone (no copy, no author) has no type to infer.
+    commit_change = f"""
+        WITH advanced AS (
+            UPDATE {room} SET
+                {code} = COALESCE(%(code)s::text, {code}),
+                {code_version} = CASE WHEN %(code)s::text IS NULL THEN {code_version}
+                    ELSE %(version)s::bigint END,
+                {version} = %(version)s::bigint,
+                {name("updated_at")} = %(now)s::timestamptz,
+                {history} = {history} + %(size)s::bigint
+            WHERE {name("id")} = %(room)s::text AND {version} = %(expected)s::bigint
+            RETURNING {name("id")}
+        ), op_row AS (
+            INSERT INTO {op} ({name("room_id")}, {version}, {name("op")}, {name("user")},
+                {name("client")}, {name("seq")}, {name("ts")})
+            SELECT {name("id")}, %(version)s::bigint, %(op)s::jsonb, %(user)s::text,
+                %(client)s::text, %(seq)s::bigint, %(ts)s::bigint
+            FROM advanced
+        ), snapshot_row AS (
+            INSERT INTO {snapshot} ({name("room_id")}, {version}, {name("ts")}, {code},
+                {name("authorship")})
+            SELECT {name("id")}, %(version)s::bigint, %(ts)s::bigint, %(code)s::text,
+                %(authorship)s::text
+            FROM advanced WHERE %(code)s::text IS NOT NULL
+        ), author_row AS (
+            INSERT INTO {author} ({name("room_id")}, {name("client")}, {name("name")},
+                {name("updated_at")})
+            SELECT {name("id")}, %(client)s::text, %(author)s::text, %(now)s::timestamptz
+            FROM advanced WHERE %(author)s::text IS NOT NULL
+            ON CONFLICT ({name("room_id")}, {name("client")}) DO UPDATE
+            SET {name("name")} = excluded.{name("name")},
+                {name("updated_at")} = excluded.{name("updated_at")}
+        )
+        SELECT {name("id")} FROM advanced"""
+    columns = ", ".join(name(c) for c in ("version", "op", "user", "client", "seq", "ts"))
+    return pg_writes.Statements(
+        commit_change=commit_change,
+        lock_room=f"SELECT {version} FROM {room} WHERE {name('id')} = %s FOR NO KEY UPDATE",
+        ops_after=f"SELECT {columns} FROM {op} WHERE {name('room_id')} = %s"
+        f" AND {version} > %s ORDER BY {version}",
+    )
 
 
 # -- reads (each one short query on the database thread) -------------------------------------
