@@ -111,7 +111,10 @@ async def change_submit(
                 # Its last commit here lost the race: this one takes the room's turn at once
                 # rather than lose again first.
                 turn = await turn_scope.enter_async_context(store.room_turn(live.room_id))
-                op = await _catch_up_in_turn(live, turn, op)
+                op, built_on, mine = await _catch_up_in_turn(live, turn, op, client, seq)
+                if mine is not None:
+                    await turn_scope.aclose()
+                    return await _duplicate_result(live, op, built_on, client, seq, mine)
             while True:
                 new_text = ot.apply(live.text, op)
                 _quotas_check(live, op=op, new_text=new_text)
@@ -148,7 +151,10 @@ async def change_submit(
                     if turn is None:
                         turn = await turn_scope.enter_async_context(store.room_turn(live.room_id))
                     seen = live.version
-                    op = await _catch_up_in_turn(live, turn, op)
+                    op, built_on, mine = await _catch_up_in_turn(live, turn, op, client, seq)
+                    if mine is not None:
+                        await turn_scope.aclose()
+                        return await _duplicate_result(live, op, built_on, client, seq, mine)
                     if live.version == seen:
                         raise RuntimeError(
                             f"{live.room_id}: conflict at {seen}, no newer op"
@@ -176,16 +182,35 @@ async def change_submit(
     return result
 
 
-async def _catch_up_in_turn(live: LiveRoom, turn: store.RoomTurn, op: ot.Op) -> ot.Op:
-    """Apply what other processes committed before the room's turn; `op` moved past it. The
-    room stays contended (its next commit takes the turn at once) while others commit to it."""
-    seen = live.version
-    changes = await turn.changes_after(seen)
+async def _catch_up_in_turn(
+    live: LiveRoom, turn: store.RoomTurn, op: ot.Op, client: str, seq: int | None
+) -> tuple[ot.Op, int, int | None]:
+    """Apply what other processes committed before the room's turn. Returns `op` moved past
+    it, the version it was built on before, and the version of this very (client, seq) if
+    that is among what was committed (the client's other connection resubmitted it there;
+    then `op` is returned unmoved). The room stays contended (its next commit takes the turn at
+    once) while others commit to it."""
+    built_on = live.version
+    changes = await turn.changes_after(built_on)
     for concurrent in changes:
         live.advance(concurrent)
-        op = ot.transform(op, concurrent.op, "left")
     live.contended = bool(changes)
-    return op
+    for concurrent in changes:
+        if seq is not None and (concurrent.client, concurrent.seq) == (client, seq):
+            return op, built_on, concurrent.version
+    for concurrent in changes:
+        op = ot.transform(op, concurrent.op, "left")
+    return op, built_on, None
+
+
+async def _duplicate_result(
+    live: LiveRoom, op: ot.Op, built_on: int, client: str, seq: int | None, at: int
+) -> CommitResult:
+    """The answer to a (client, seq) found committed as version `at` (another process got it
+    first): its ack, if it is the same op; else ProtocolError."""
+    assert seq is not None
+    await _require_same_op(live, op, base=built_on, client=client, seq=seq, at=at)
+    return CommitResult(at, live.text, duplicate=True)
 
 
 def _quotas_check(live: LiveRoom, *, op: ot.Op, new_text: str) -> None:
