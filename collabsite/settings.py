@@ -282,8 +282,10 @@ COLLAB_PRESENCE_FULL_LIST_MAX = env.int("COLLAB_PRESENCE_FULL_LIST_MAX", default
 # closed with 4429. Beyond about this many, a room's fan-out cost outgrows one process.
 COLLAB_ROOM_MAX_CONNECTIONS = env.int("COLLAB_ROOM_MAX_CONNECTIONS", default=1000)
 # With several processes, how often each checks its rooms' versions in the database, so a
-# change whose notification the channel layer lost is still delivered (seconds).
-COLLAB_VERSION_POLL_S = env.float("COLLAB_VERSION_POLL_S", default=1.0)
+# change whose notification the channel layer lost is still delivered (seconds). A safety net
+# only (changes travel by Redis pub/sub), so it is slow: one query per process per interval
+# while it has rooms open, none otherwise.
+COLLAB_VERSION_POLL_S = env.float("COLLAB_VERSION_POLL_S", default=5.0)
 
 # How long a completion waits for Jedi (seconds) before answering from keywords, builtins and
 # the file's names, marked "incomplete"; Jedi's late answer is cached for the next request at

@@ -56,6 +56,7 @@ def live_rooms_reset() -> None:
     database and event loop)."""
     live_rooms.__init__()
     following.room_watcher.__init__()
+    following.followers.__init__()
     store.committer.__init__()
 
 

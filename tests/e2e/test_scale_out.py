@@ -729,6 +729,72 @@ async def test_two_processes_committing_to_one_room_never_share_or_lose_a_versio
         await close_all(hammers)
 
 
+class GroupTap:
+    """Counts the change announcements published on a room's changes group in Redis (the
+    channel-layer group rooms/following.py announces on)."""
+
+    def __init__(self, redis_url: str, room_id: str) -> None:
+        import redis.asyncio
+
+        self.client = redis.asyncio.Redis.from_url(redis_url)
+        self.channel = f"asgi__group__changes.{room_id}"  # channels_redis' pub/sub naming
+        self.changes = 0
+        self.pubsub = None
+        self.reader: asyncio.Task | None = None
+
+    async def __aenter__(self) -> GroupTap:
+        self.pubsub = self.client.pubsub()
+        await self.pubsub.subscribe(self.channel)
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        async for message in self.pubsub.listen():
+            # msgpack keeps the event's type as plain bytes
+            if message["type"] == "message" and b"room.change" in message["data"]:
+                self.changes += 1
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+        await self.pubsub.aclose()
+        await self.client.aclose()
+
+
+async def test_changes_are_published_only_while_another_process_follows_the_room(
+    cluster,
+    redis_service,  # noqa: F811
+):
+    room_id = await create_room(cluster[0].http_url)
+    bases = [server.ws_base for server in cluster]
+    writer = RoamingClient(bases, 0, room_id, "alonewriter")
+    reader = RoamingClient(bases, 0, room_id, "alonereader")
+    late = RoamingClient(bases, 1, room_id, "latereader")
+    try:
+        async with GroupTap(redis_service, room_id) as tap:
+            await writer.connect()
+            await reader.connect()
+            for number in range(10):
+                await writer.edit(at(0, f"<alonewriter.{number}>"))
+            await writer.wait_until(lambda: writer.settled, timeout=WAIT_S)
+            await reader.wait_until(lambda: reader.version == writer.version, timeout=WAIT_S)
+            assert writer.version >= 2
+            # Every connection is on one process: nobody else to tell.
+            assert tap.changes == 0
+
+            await late.connect()  # another process follows the room from now on
+            for number in range(10, 20):
+                await writer.edit(at(0, f"<alonewriter.{number}>"))
+            await writer.wait_until(lambda: writer.settled, timeout=WAIT_S)
+            for client in (reader, late):
+                await client.wait_until(lambda c=client: c.version == writer.version, WAIT_S)
+                assert client.text == writer.text
+            assert len(parse_tokens(writer.text)) == 20
+            assert tap.changes >= 1
+    finally:
+        await close_all([writer, reader, late])
+
+
 # -- 4. manage.py serve --workers 2 ------------------------------------------------------------
 
 
