@@ -149,6 +149,7 @@ async def change_submit(
                     # Another process got there first. Take the room's turn (nobody else
                     # commits to it until ours is written: losing once is the most a busier
                     # process can make us lose), take its changes, move our op past them.
+                    metrics.version_conflicted()
                     if turn is None:
                         turn = await turn_scope.enter_async_context(store.room_turn(live.room_id))
                     seen = live.version

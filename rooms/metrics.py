@@ -91,6 +91,16 @@ QUOTA_REFUSED = Counter(
     "Edits refused with too_large because a room reached its history or text quota.",
     registry=registry,
 )
+VERSION_CONFLICTS = Counter(
+    "collab_version_conflicts",
+    "Commits that lost the version race to another process (then retried in the room's turn).",
+    registry=registry,
+)
+COMMIT_RETRIES = Counter(
+    "collab_commit_retries",
+    "Transactions PostgreSQL rolled back as a deadlock or serialization failure, retried.",
+    registry=registry,
+)
 RATE_LIMITED = Counter(
     "collab_rate_limited",
     "WebSocket messages refused with rate_limited.",
@@ -124,6 +134,14 @@ def ack_sent(seconds: float) -> None:
 
 def fanout_done(seconds: float) -> None:
     FANOUT_LATENCY.observe(seconds)
+
+
+def version_conflicted() -> None:
+    VERSION_CONFLICTS.inc()
+
+
+def commit_retried() -> None:
+    COMMIT_RETRIES.inc()
 
 
 def rate_limited() -> None:

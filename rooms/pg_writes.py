@@ -44,6 +44,8 @@ from typing import Any
 import psycopg
 from django.db import connection
 
+from rooms import metrics
+
 logger = logging.getLogger(__name__)
 
 # Transient failures PostgreSQL asks the client to retry (its docs, "Serialization Failure
@@ -171,6 +173,7 @@ async def _retrying(attempt: Any) -> Any:
         except RETRYABLE as error:
             if number == RETRY_ATTEMPTS - 1:
                 raise
+            metrics.commit_retried()
             pause = min(RETRY_CAP_S, RETRY_BASE_S * 2**number) * (0.5 + random.random())
             logger.warning(
                 "commit rolled back by PostgreSQL (%s); retrying in %.0f ms",

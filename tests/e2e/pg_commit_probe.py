@@ -84,7 +84,7 @@ async def race(changes: int) -> dict:
     from asgiref.sync import sync_to_async
     from django.db import connection
 
-    from rooms import document
+    from rooms import document, metrics
     from rooms.live import live_rooms
 
     room = await sync_to_async(document.room_create)()
@@ -131,7 +131,13 @@ async def race(changes: int) -> dict:
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 60)
-    return {"ours": ours, "theirs": theirs, "room": room.id, "text": live.text}
+    return {
+        "ours": ours,
+        "theirs": theirs,
+        "room": room.id,
+        "text": live.text,
+        "conflicts": metrics.registry.get_sample_value("collab_version_conflicts_total"),
+    }
 
 
 async def deadlock() -> dict:

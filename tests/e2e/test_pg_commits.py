@@ -137,3 +137,5 @@ def test_a_change_that_lost_the_race_wins_its_next_attempt(postgres_database):  
     # lost a race at most once before winning, so the other got a handful of commits in per
     # change of ours, not an unbounded run of them.
     assert len(theirs) <= 3 * len(ours), (len(theirs), len(ours))
+    # None of ours lost the race twice (a lost race is counted by collab_version_conflicts).
+    assert 1 <= result["conflicts"] <= len(ours), result["conflicts"]
