@@ -137,6 +137,12 @@ async def _write_ordered(
 async def _write_transaction(
     database: psycopg.AsyncConnection, statements: Statements, rows: list[ChangeRows]
 ) -> list[str | None]:
+    if len(rows) == 1:
+        # Most batches when the load is spread over rooms: psycopg's pipeline mode cost more
+        # CPU (here and in PostgreSQL) than the round trip it saves for one statement.
+        async with database.transaction():
+            cursor = await database.execute(statements.commit_change, rows[0].params)
+            return [LANDED if await cursor.fetchone() is not None else CONFLICT]
     # Pipelined: BEGIN and the changes go in one round trip, COMMIT in a second.
     async with database.pipeline(), database.transaction():
         return await _write(database, statements, rows)
@@ -300,4 +306,11 @@ async def _connect() -> psycopg.AsyncConnection:
 def _connection_params() -> dict[str, Any]:
     params = dict(connection.get_connection_params())
     params.pop("cursor_factory", None)  # Django's is a synchronous cursor
+    # Django turns psycopg's prepared statements off unless OPTIONS say otherwise (for
+    # PgBouncer's transaction pooling). These connections run the same three statements all
+    # day, and preparing them took a third off PostgreSQL's CPU per commit here
+    # (docs/benchmarks.md, "Lean PostgreSQL path"): psycopg's default applies, unless
+    # OPTIONS set prepare_threshold (None: never prepare).
+    if "prepare_threshold" not in connection.settings_dict.get("OPTIONS", {}):
+        params.pop("prepare_threshold", None)
     return params
