@@ -149,15 +149,20 @@ async def change_submit(
                     # Another process got there first. Take the room's turn (nobody else
                     # commits to it until ours is written: losing once is the most a busier
                     # process can make us lose), take its changes, move our op past them.
+                    # (Its room's row may only have been busy: then there is nothing to take,
+                    # and the commit goes again, in the turn.)
                     metrics.version_conflicted()
                     if turn is None:
                         turn = await turn_scope.enter_async_context(store.room_turn(live.room_id))
+                    elif turn.exclusive:
+                        # Lost even in the turn: the room is not where this process thinks.
+                        raise RuntimeError(f"{live.room_id}: conflict in its turn") from None
                     seen = live.version
                     op, built_on, mine = await _catch_up_in_turn(live, turn, op, client, seq)
                     if mine is not None:
                         await turn_scope.aclose()
                         return await _duplicate_result(live, op, built_on, client, seq, mine)
-                    if live.version == seen:
+                    if live.version == seen and not turn.exclusive:
                         raise RuntimeError(
                             f"{live.room_id}: conflict at {seen}, no newer op"
                         ) from None

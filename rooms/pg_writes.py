@@ -10,11 +10,12 @@ Between processes the database stays the arbiter, and three rules keep it fair a
 deadlocks:
 
 1. Rows are taken in one fixed order, (room, version): each change is one statement that
-   advances its room (the guarded UPDATE that locks the room row) and writes its op, snapshot
-   and author rows only if that matched, and a batch's statements go in that order. Two batches
-   that share rooms then wait for each other at most one way round, never in a circle; a change
-   whose room is no longer at the version it was built on is told so alone, and the rest of its
-   batch still commits.
+   locks and advances its room (a guarded UPDATE) and writes its op, snapshot and author rows
+   only if that matched, and a batch's statements go in that order. A batch never waits for a
+   room row another transaction holds (SKIP LOCKED): that change is told it lost the race,
+   like a change whose room is no longer at the version it was built on, alone, and the rest
+   of its batch still commits. Batches therefore never wait for each other, let alone in a
+   circle, and one contended room never holds up a batch of others.
 2. What PostgreSQL asks to retry (deadlock_detected 40P01, serialization_failure 40001: a
    deadlock with some other writer, e.g. an admin's save) is retried RETRY_ATTEMPTS times with
    bounded, jittered backoff: nothing of the transaction landed, so the retry is safe, and its

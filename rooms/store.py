@@ -339,7 +339,10 @@ def _write_statements(placeholder: str) -> tuple[str, str, str, str, str]:
 
 
 class RoomTurn:
-    """A room's turn to commit (`room_turn`): catch up, then commit a change that cannot lose."""
+    """A room's turn to commit (`room_turn`): catch up, then commit a change that cannot lose
+    when the turn is `exclusive` (PostgreSQL: the room's row is locked)."""
+
+    exclusive = False
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
@@ -368,6 +371,8 @@ class RoomTurn:
 
 class _LockedTurn(RoomTurn):
     """With PostgreSQL: the turn holds the room's row, so nobody else commits meanwhile."""
+
+    exclusive = True
 
     def __init__(self, room_id: str, turn: pg_writes.Turn) -> None:
         super().__init__(room_id)
@@ -458,12 +463,19 @@ def _pg_statements() -> pg_writes.Statements:
         name("code_version"),
         name("history_bytes"),
     )
-    # The guarded UPDATE advances the room, adds what the change stores to its history size
-    # and, with a copy of the text (%(code)s not NULL), keeps it in Room.code; each INSERT
-    # selects from its RETURNING, so it writes only when the room was at the expected version.
-    # Every parameter is cast: a NULL alone (no copy, no author) has no type to infer.
+    # The room's row is locked first, unless another transaction holds it (SKIP LOCKED: a
+    # batch never waits behind another process's write of one of its rooms; that change is
+    # told it lost the race and waits in the room's turn, alone). The guarded UPDATE advances
+    # the room, adds what the change stores to its history size and, with a copy of the text
+    # (%(code)s not NULL), keeps it in Room.code; each INSERT selects from its RETURNING, so
+    # it writes only when the room was at the expected version. Every parameter is cast: a
+    # NULL alone (no copy, no author) has no type to infer.
     commit_change = f"""
-        WITH advanced AS (
+        WITH free AS (
+            SELECT {name("id")} FROM {room}
+            WHERE {name("id")} = %(room)s::text AND {version} = %(expected)s::bigint
+            FOR NO KEY UPDATE SKIP LOCKED
+        ), advanced AS (
             UPDATE {room} SET
                 {code} = COALESCE(%(code)s::text, {code}),
                 {code_version} = CASE WHEN %(code)s::text IS NULL THEN {code_version}
@@ -471,7 +483,8 @@ def _pg_statements() -> pg_writes.Statements:
                 {version} = %(version)s::bigint,
                 {name("updated_at")} = %(now)s::timestamptz,
                 {history} = {history} + %(size)s::bigint
-            WHERE {name("id")} = %(room)s::text AND {version} = %(expected)s::bigint
+            WHERE {name("id")} IN (SELECT {name("id")} FROM free)
+                AND {version} = %(expected)s::bigint
             RETURNING {name("id")}
         ), op_row AS (
             INSERT INTO {op} ({name("room_id")}, {version}, {name("op")}, {name("user")},

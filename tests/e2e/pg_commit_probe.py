@@ -14,9 +14,12 @@ Scenarios:
   race CHANGES                  this process submits CHANGES changes to a room one after the
                                 other while another connection commits to it as fast as it
                                 can; the result has the versions of both.
-  deadlock                      two rooms; a batch with a change of each is written while
-                                another connection holds the second room and then asks for the
-                                first: PostgreSQL breaks the deadlock by rolling our batch back.
+  deadlock rooms                two rooms; a change of each is submitted together while
+                                another connection holds the second room's row and then
+                                asks for the first's.
+  deadlock author               one room; a change naming its author is submitted while
+                                another connection holds that author's row and then asks for
+                                the room's: PostgreSQL breaks the deadlock by rolling ours back.
 """
 
 from __future__ import annotations
@@ -140,29 +143,41 @@ async def race(changes: int) -> dict:
     }
 
 
-async def deadlock() -> dict:
+async def deadlock(kind: str) -> dict:
     import psycopg
     from asgiref.sync import sync_to_async
     from django.db import connection
 
-    from rooms import document
+    from rooms import document, metrics
     from rooms.live import live_rooms
 
     first, second = [await sync_to_async(document.room_create)() for _ in range(2)]
-    lives = [await live_rooms.acquire(room.id) for room in (first, second)]
+    rooms = (first, second) if kind == "rooms" else (first,)
+    lives = [await live_rooms.acquire(room.id) for room in rooms]
     emit(ready=True)
     await asyncio.to_thread(sys.stdin.readline)
     params = dict(connection.get_connection_params())
     params.pop("cursor_factory", None)
     other = psycopg.connect(**params)
-    # Ours breaks the deadlock (its check runs first): the batch is the one rolled back.
+    # Ours breaks a deadlock (its check runs first): our transaction is the one rolled back.
     other.execute("SET deadlock_timeout = '20s'")
-    other.execute("UPDATE rooms_room SET name = 'held' WHERE id = %s", (second.id,))
+    if kind == "rooms":
+        # Holds the second room's row, then asks for the first's.
+        other.execute("UPDATE rooms_room SET name = 'held' WHERE id = %s", (second.id,))
+    else:
+        # Holds the author row our change writes, then asks for the room's row.
+        other.execute(
+            "INSERT INTO rooms_author (room_id, client, name, updated_at)"
+            " VALUES (%s, 'c', 'theirs', now())",
+            (first.id,),
+        )
     other_pid = other.info.backend_pid
 
     submits = asyncio.gather(
         *(
-            document.change_submit(live, base_version=0, op=["x"], user="u", client="c")
+            document.change_submit(
+                live, base_version=0, op=["x"], user="u", client="c", author_name="ours"
+            )
             for live in lives
         ),
         return_exceptions=True,
@@ -177,7 +192,7 @@ async def deadlock() -> dict:
             ).fetchall()
             return rows[0][0] > 0
 
-    # Bounded: the batch asks for the held room's row within a moment of being submitted.
+    # Bounded: ours asks for what the other holds within a moment of being submitted.
     task = asyncio.ensure_future(submits)
     deadline = time.monotonic() + 20
     while not await asyncio.to_thread(waiting):
@@ -207,7 +222,8 @@ async def deadlock() -> dict:
             for r in outcomes
         ],
         "other": results,
-        "rooms": [first.id, second.id],
+        "rooms": [room.id for room in rooms],
+        "retries": metrics.registry.get_sample_value("collab_commit_retries_total"),
     }
 
 
@@ -227,7 +243,7 @@ def main() -> None:
     elif scenario == "race":
         result = asyncio.run(race(int(args[0])))
     elif scenario == "deadlock":
-        result = asyncio.run(deadlock())
+        result = asyncio.run(deadlock(args[0]))
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     emit(result=result)

@@ -90,17 +90,32 @@ def create_room(database: PostgresDatabase) -> str:
         probe.stop()
 
 
-def test_a_batch_rolled_back_by_a_deadlock_is_retried_and_every_change_lands(
+def test_a_batch_whose_room_another_transaction_holds_still_lands_every_change(
     postgres_database,  # noqa: F811
 ):
-    (result,) = run_together(postgres_database, ("deadlock",))
-    # Both changes of the batch were acknowledged, none closed with an error.
+    # Before: the batch waited for the held room while holding the other one, the other
+    # transaction asked for that one, and PostgreSQL's deadlock error closed both changes.
+    (result,) = run_together(postgres_database, ("deadlock", "rooms"))
+    # Both changes were acknowledged, none closed with an error.
     assert result["outcomes"] == [1, 1], result
-    # The other side of the deadlock went on too once ours stepped back.
+    # The other transaction went on too.
     assert result["other"] == ["committed"], result
     for room_id in result["rooms"]:
         assert postgres_database.op_versions(room_id) == [1]
         assert postgres_database.room(room_id) == ("x", 1)
+
+
+def test_a_commit_rolled_back_by_a_deadlock_is_retried(postgres_database):  # noqa: F811
+    (result,) = run_together(postgres_database, ("deadlock", "author"))
+    assert result["outcomes"] == [1], result
+    assert result["other"] == ["committed"], result
+    assert result["retries"] >= 1, result
+    (room_id,) = result["rooms"]
+    assert postgres_database.room(room_id) == ("x", 1)
+    # Written by the retry, after the other transaction's row.
+    assert postgres_database.query(
+        "SELECT name FROM rooms_author WHERE room_id = %s AND client = 'c'", (room_id,)
+    ) == [("ours",)]
 
 
 def test_two_processes_hammering_one_room_both_make_progress(postgres_database):  # noqa: F811
