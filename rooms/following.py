@@ -117,7 +117,13 @@ async def room_follow(room: Followed) -> asyncio.Task | None:
     channel = await layer.new_channel()
     group = changes_group_name(room.room_id)
     await layer.group_add(group, channel)
-    await _follow_say(room.room_id, FOLLOW_EVENT)
+    try:
+        await _follow_say(room.room_id, FOLLOW_EVENT)
+    except Exception as error:
+        # Not a reason to refuse the connection (a Redis outage fails it where it must, with
+        # 4503): the message is repeated every FOLLOW_TTL_S / 3, and the version watcher
+        # delivers what others did not announce meanwhile.
+        logger.warning("room %s: saying we follow it failed: %r", room.room_id, error)
 
     async def follow() -> None:
         try:
