@@ -38,6 +38,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,8 @@ RETRY_CAP_S = 0.2
 # No lock wait of ours lasts longer: a turn is a few milliseconds; past this, something holds
 # the room row for far longer than any commit should, and the clients are better told.
 LOCK_TIMEOUT_MS = 10_000
+# A spare connection unused for this long is checked before its next turn.
+IDLE_CHECK_S = 1.0
 # Spare connections kept for turns (beside the batches' own). Turns are rare (a lost race) and
 # short; more at once connect and then close.
 SPARE_CONNECTIONS_KEPT = 2
@@ -109,7 +112,17 @@ async def write_batch(statements: Statements, batch: Sequence[ChangeRows]) -> li
     order = sorted(range(len(batch)), key=lambda i: (batch[i].room_id, batch[i].version))
     ordered = [batch[i] for i in order]
     database = await _batch_connection()
-    outcomes = await _retrying(lambda: _write_ordered(database, statements, ordered))
+    try:
+        outcomes = await _retrying(lambda: _write_ordered(database, statements, ordered))
+    except _NotBegun:
+        # The connection was lost (PostgreSQL restarted) before anything was sent: nothing
+        # can have landed, so the batch goes again on a new connection, once.
+        _here().batches = None
+        database = await _batch_connection()
+        try:
+            outcomes = await _retrying(lambda: _write_ordered(database, statements, ordered))
+        except _NotBegun as again:
+            raise again.__cause__ from None
     by_position: list[str | None] = [LANDED] * len(batch)
     for index, outcome in zip(order, outcomes, strict=True):
         by_position[index] = outcome
@@ -135,18 +148,33 @@ async def _write_ordered(
     return outcomes
 
 
+class _NotBegun(Exception):
+    """The connection failed before the transaction began: nothing of it was sent."""
+
+
 async def _write_transaction(
     database: psycopg.AsyncConnection, statements: Statements, rows: list[ChangeRows]
 ) -> list[str | None]:
-    if len(rows) == 1:
-        # Most batches when the load is spread over rooms: psycopg's pipeline mode cost more
-        # CPU (here and in PostgreSQL) than the round trip it saves for one statement.
-        async with database.transaction():
+    try:
+        await database.execute("BEGIN")
+    except psycopg.OperationalError as error:
+        raise _NotBegun from error
+    try:
+        if len(rows) == 1:
+            # Most batches when the load is spread over rooms: psycopg's pipeline mode cost
+            # more CPU (here and in PostgreSQL) than the round trip it saves for one statement.
             cursor = await database.execute(statements.commit_change, rows[0].params)
-            return [LANDED if await cursor.fetchone() is not None else CONFLICT]
-    # Pipelined: BEGIN and the changes go in one round trip, COMMIT in a second.
-    async with database.pipeline(), database.transaction():
-        return await _write(database, statements, rows)
+            outcomes = [LANDED if await cursor.fetchone() is not None else CONFLICT]
+        else:
+            async with database.pipeline():  # the changes in one round trip
+                outcomes = await _write(database, statements, rows)
+        await database.execute("COMMIT")
+    except BaseException:
+        if not database.broken:
+            with contextlib.suppress(psycopg.Error):
+                await database.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 def _outcome_of(error: psycopg.errors.UniqueViolation) -> str:
@@ -253,7 +281,7 @@ class _LoopConnections:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.batches: psycopg.AsyncConnection | None = None
-        self.spares: list[psycopg.AsyncConnection] = []
+        self.spares: list[tuple[psycopg.AsyncConnection, float]] = []  # with when last used
 
 
 _connections: _LoopConnections | None = None
@@ -268,6 +296,7 @@ def _here() -> _LoopConnections:
 
 
 async def _batch_connection() -> psycopg.AsyncConnection:
+    # Not checked when idle, unlike spares: a batch that finds it lost goes again (_NotBegun).
     here = _here()
     if here.batches is None or here.batches.closed or here.batches.broken:
         here.batches = await _connect()
@@ -277,10 +306,27 @@ async def _batch_connection() -> psycopg.AsyncConnection:
 async def _spare_connection() -> psycopg.AsyncConnection:
     here = _here()
     while here.spares:
-        database = here.spares.pop()
-        if not (database.closed or database.broken):
+        database, used_at = here.spares.pop()
+        if await _usable(database, used_at):
             return database
     return await _connect()
+
+
+async def _usable(database: psycopg.AsyncConnection, used_at: float) -> bool:
+    """Whether `database` can take a turn. One that sat idle is asked first (a round trip):
+    PostgreSQL may have restarted meanwhile, and a turn must not be what finds out (as
+    Django's CONN_HEALTH_CHECKS does for its own connections)."""
+    if database.closed or database.broken:
+        return False
+    if time.monotonic() - used_at < IDLE_CHECK_S:
+        return True
+    try:
+        await database.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        with contextlib.suppress(Exception):
+            await database.close()
+        return False
 
 
 async def _spare_return(database: psycopg.AsyncConnection) -> None:
@@ -288,7 +334,7 @@ async def _spare_return(database: psycopg.AsyncConnection) -> None:
     # A turn cancelled mid-way may leave its connection in a transaction: never reuse that.
     idle = database.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     if idle and not database.broken and len(here.spares) < SPARE_CONNECTIONS_KEPT:
-        here.spares.append(database)
+        here.spares.append((database, time.monotonic()))
         return
     with contextlib.suppress(Exception):
         await database.close()
