@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,27 @@ def start_all(servers: list[LiveServer]) -> None:
     with ThreadPoolExecutor(len(servers)) as pool:
         for future in [pool.submit(server.start) for server in servers]:
             future.result()
+
+
+@contextmanager
+def running_processes(
+    tmp_path_factory: pytest.TempPathFactory,
+    database: PostgresDatabase,
+    env: dict[str, str],
+    count: int = 2,
+) -> Iterator[list[ServiceServer]]:
+    """`count` scaled-out server processes (each with a data folder of its own) started at
+    once, and stopped when the block ends."""
+    servers = [
+        ServiceServer(tmp_path_factory.mktemp(f"process{number}"), database, env)
+        for number in range(count)
+    ]
+    try:
+        start_all(servers)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # -- fixtures --------------------------------------------------------------------------------

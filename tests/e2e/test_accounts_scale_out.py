@@ -10,12 +10,11 @@ import websockets
 
 from tests.e2e.accounts import Person, close_code, next_of, receive
 from tests.e2e.services import (  # noqa: F401  (fixtures imported for use in this module)
-    ServiceServer,
     postgres_database,
     postgres_service,
     redis_service,
+    running_processes,
     service_env,
-    start_all,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
@@ -26,16 +25,8 @@ def two_processes(tmp_path_factory, redis_service, postgres_database):  # noqa: 
     # No DJANGO_SECRET_KEY: processes of one installation share the key it keeps in a file, so
     # a session made through one process is honoured by the other.
     env = service_env(redis_service, postgres_database, COLLAB_VERSION_POLL_S="0.5")
-    servers = [
-        ServiceServer(tmp_path_factory.mktemp(f"process{n}"), postgres_database, env)
-        for n in range(2)
-    ]
-    try:
-        start_all(servers)
+    with running_processes(tmp_path_factory, postgres_database, env) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,11 @@ from websockets.exceptions import ConnectionClosed
 from rooms import ot
 from tests.e2e.server import LiveServer
 from tests.e2e.services import (  # noqa: F401  (fixtures imported for use in this module)
-    ServiceServer,
     postgres_database,
     postgres_service,
     redis_service,
+    running_processes,
     service_env,
-    start_all,
 )
 from tests.support.ot_client import OTClient
 
@@ -327,20 +326,10 @@ async def test_a_new_secret_key_keeps_editors_whose_old_key_is_a_fallback(tmp_pa
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, redis_service, postgres_database):  # noqa: F811
-    servers = [
-        ServiceServer(
-            tmp_path_factory.mktemp(f"process{number}"),
-            postgres_database,
-            service_env(redis_service, postgres_database),
-        )
-        for number in range(2)
-    ]
-    try:
-        start_all(servers)
+    with running_processes(
+        tmp_path_factory, postgres_database, service_env(redis_service, postgres_database)
+    ) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.mark.services

@@ -20,8 +20,8 @@ from tests.e2e.services import (  # noqa: F401  (fixtures imported for use in th
     postgres_database,
     postgres_service,
     redis_service,
+    running_processes,
     service_env,
-    start_all,
 )
 from tests.e2e.test_convergence import TOKEN, Typist
 from tests.support.ot_client import OTClient
@@ -35,20 +35,10 @@ CLIENTS = {"alice0client": 0, "bob00client": 1, "carol0client": 1}  # client id 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, redis_service, postgres_database):  # noqa: F811
-    servers = [
-        ServiceServer(
-            tmp_path_factory.mktemp(f"process{number}"),
-            postgres_database,
-            service_env(redis_service, postgres_database, **ENV),
-        )
-        for number in range(2)
-    ]
-    try:
-        start_all(servers)
+    with running_processes(
+        tmp_path_factory, postgres_database, service_env(redis_service, postgres_database, **ENV)
+    ) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 async def rest(server: ServiceServer, path: str, **json_body) -> dict:

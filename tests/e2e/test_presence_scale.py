@@ -21,12 +21,11 @@ import websockets
 
 from tests.e2e.server import LiveServer
 from tests.e2e.services import (  # noqa: F401  (fixtures imported for use in this module)
-    ServiceServer,
     postgres_database,
     postgres_service,
     redis_service,
+    running_processes,
     service_env,
-    start_all,
 )
 
 pytestmark = pytest.mark.e2e
@@ -53,20 +52,10 @@ def limited_server(tmp_path_factory) -> LiveServer:
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory, redis_service, postgres_database):  # noqa: F811
-    servers = [
-        ServiceServer(
-            tmp_path_factory.mktemp(f"process{number}"),
-            postgres_database,
-            service_env(redis_service, postgres_database, **LIMITS),
-        )
-        for number in range(2)
-    ]
-    try:
-        start_all(servers)
+    with running_processes(
+        tmp_path_factory, postgres_database, service_env(redis_service, postgres_database, **LIMITS)
+    ) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def create_room(server: LiveServer) -> str:

@@ -39,6 +39,7 @@ from tests.e2e.services import (  # noqa: F401  (fixtures imported for use in th
     postgres_database,
     postgres_service,
     redis_service,
+    running_processes,
     service_env,
     start_all,
 )
@@ -78,20 +79,13 @@ def parse_tokens(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster_processes(tmp_path_factory, redis_service, postgres_database):  # noqa: F811
-    servers = [
-        ServiceServer(
-            tmp_path_factory.mktemp(f"process{number}"),
-            postgres_database,
-            service_env(redis_service, postgres_database, **SCALE_ENV),
-        )
-        for number in range(3)
-    ]
-    try:
-        start_all(servers)
+    with running_processes(
+        tmp_path_factory,
+        postgres_database,
+        service_env(redis_service, postgres_database, **SCALE_ENV),
+        count=3,
+    ) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture
